@@ -1,0 +1,258 @@
+//! Read-only, bounded SQL access to the knowledge base.
+//!
+//! The plugin may run any single `SELECT` it likes, and nothing else: each
+//! connection is opened read-only, an authorizer allows only reads and function
+//! calls (no ATTACH, no PRAGMA, no writes even to temp tables), a progress
+//! handler cuts off statements that run too long, and results are capped in rows.
+//! Connections are per thread (SQLite connections are not shared across
+//! threads and a single locked connection caps throughput), opened on first use
+//! and reused with their prepared-statement cache.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+
+/// A value passed into or out of a query (mirrors the WIT `sql-value`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// Why a plugin query did not run to completion (mirrors the WIT `kb-error`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryError {
+    Rejected(String),
+    LimitExceeded(String),
+    Failed(String),
+}
+
+/// Bounds on one plugin query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// SQLite virtual-machine steps, in units of [`STEP_GRANULARITY`].
+    pub max_steps: u64,
+    pub max_rows: usize,
+}
+
+/// The progress handler fires every this many SQLite VM instructions.
+pub const STEP_GRANULARITY: i32 = 1000;
+
+/// Each opened knowledge base gets a generation number, so a thread's cached
+/// connection is replaced when the KB is swapped for a new file.
+static NEXT_GENERATION: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static CONNECTION: RefCell<Option<(usize, Connection, Arc<AtomicU64>)>> = const { RefCell::new(None) };
+}
+
+/// A verified knowledge-base file that plugin queries run against.
+#[derive(Debug)]
+pub struct KbReader {
+    path: PathBuf,
+    generation: usize,
+    limits: QueryLimits,
+}
+
+impl KbReader {
+    /// `path` must already have been verified (schema and content hash).
+    pub fn new(path: &Path, limits: QueryLimits) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            limits,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens a connection the plugin can use: read-only, no attached databases,
+    /// reads only.
+    pub fn open_sandboxed(path: &Path) -> rusqlite::Result<(Connection, Arc<AtomicU64>)> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 16 * 1024 * 1024)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 64 * 1024)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        conn.authorizer(Some(authorize));
+        let steps = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&steps);
+        conn.progress_handler(
+            STEP_GRANULARITY,
+            Some(move || {
+                // Returning true interrupts the statement; the budget is
+                // re-armed before each query.
+                counter.fetch_sub(1, Ordering::Relaxed) == 0
+            }),
+        );
+        Ok((conn, steps))
+    }
+
+    /// Runs one plugin query on this thread's connection.
+    pub fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, QueryError> {
+        CONNECTION.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().map(|(g, _, _)| *g) != Some(self.generation) {
+                let (conn, steps) = Self::open_sandboxed(&self.path)
+                    .map_err(|e| QueryError::Failed(format!("opening knowledge base: {e}")))?;
+                *slot = Some((self.generation, conn, steps));
+            }
+            let (_, conn, steps) = slot.as_ref().expect("connection was just opened");
+            steps.store(self.limits.max_steps.max(1), Ordering::Relaxed);
+            run_query(conn, sql, params, self.limits.max_rows)
+        })
+    }
+}
+
+/// Only reads, selects and (built-in) function calls are allowed.
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Function { .. } | AuthAction::Recursive => {
+            Authorization::Allow
+        }
+        _ => Authorization::Deny,
+    }
+}
+
+fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &[SqlValue],
+    max_rows: usize,
+) -> Result<Vec<Vec<SqlValue>>, QueryError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| QueryError::Rejected(e.to_string()))?;
+    if !stmt.readonly() {
+        return Err(QueryError::Rejected("only read-only statements are allowed".into()));
+    }
+    let columns = stmt.column_count();
+    let bound: Vec<Value> = params.iter().map(to_sqlite).collect();
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(bound.iter()))
+        .map_err(classify)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(classify)? {
+        if out.len() == max_rows {
+            return Err(QueryError::LimitExceeded(format!("more than {max_rows} rows")));
+        }
+        let mut values = Vec::with_capacity(columns);
+        for i in 0..columns {
+            values.push(from_sqlite(row.get_ref(i).map_err(classify)?));
+        }
+        out.push(values);
+    }
+    Ok(out)
+}
+
+fn classify(error: rusqlite::Error) -> QueryError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::OperationInterrupted) => {
+            QueryError::LimitExceeded("statement exceeded the step limit".into())
+        }
+        Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) => QueryError::Rejected(error.to_string()),
+        _ => QueryError::Failed(error.to_string()),
+    }
+}
+
+fn to_sqlite(value: &SqlValue) -> Value {
+    match value {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::Integer(*i),
+        SqlValue::Real(f) => Value::Real(*f),
+        SqlValue::Text(s) => Value::Text(s.clone()),
+        SqlValue::Blob(b) => Value::Blob(b.clone()),
+    }
+}
+
+fn from_sqlite(value: ValueRef<'_>) -> SqlValue {
+    match value {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(f) => SqlValue::Real(f),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (tempfile::TempDir, KbReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kb.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO t SELECT i, 'row' || i FROM n;",
+        )
+        .unwrap();
+        drop(conn);
+        let reader = KbReader::new(&path, QueryLimits { max_steps: 1000, max_rows: 100 });
+        (dir, reader)
+    }
+
+    #[test]
+    fn selects_with_parameters() {
+        let (_dir, kb) = fixture();
+        let rows = kb
+            .query("SELECT id, name FROM t WHERE id = ?1", &[SqlValue::Integer(7)])
+            .unwrap();
+        assert_eq!(rows, vec![vec![SqlValue::Integer(7), SqlValue::Text("row7".into())]]);
+    }
+
+    #[test]
+    fn writes_attach_and_pragmas_are_refused() {
+        let (dir, kb) = fixture();
+        for sql in [
+            "DELETE FROM t",
+            "INSERT INTO t VALUES (1000, 'x')",
+            "CREATE TEMP TABLE x (a)",
+            "PRAGMA table_info(t)",
+            "SELECT 1; DELETE FROM t",
+        ] {
+            let err = kb.query(sql, &[]).unwrap_err();
+            assert!(matches!(err, QueryError::Rejected(_)), "{sql}: {err:?}");
+        }
+        let other = dir.path().join("other.sqlite");
+        let attach = format!("ATTACH DATABASE '{}' AS other", other.display());
+        assert!(matches!(kb.query(&attach, &[]), Err(QueryError::Rejected(_))));
+        assert!(!other.exists());
+        assert_eq!(kb.query("SELECT count(*) FROM t", &[]).unwrap()[0][0], SqlValue::Integer(500));
+    }
+
+    #[test]
+    fn runaway_statements_hit_the_step_limit() {
+        let (_dir, kb) = fixture();
+        let err = kb
+            .query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n",
+                &[],
+            )
+            .unwrap_err();
+        assert!(matches!(err, QueryError::LimitExceeded(_)), "{err:?}");
+        // The budget is re-armed: the next query on the same thread works.
+        assert!(kb.query("SELECT 1", &[]).is_ok());
+    }
+
+    #[test]
+    fn row_limit_applies() {
+        let (_dir, kb) = fixture();
+        let err = kb.query("SELECT id FROM t", &[]).unwrap_err();
+        assert!(matches!(err, QueryError::LimitExceeded(_)), "{err:?}");
+    }
+}

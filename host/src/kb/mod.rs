@@ -1,0 +1,1 @@
+//! The knowledge base: schema, build pipeline, verification.

@@ -1,0 +1,12 @@
+//! RESCUE Proxy: a transparent OpenAI-compatible gateway that runs the RESCUE
+//! retrieval stage in a sandboxed WebAssembly component and injects the security
+//! knowledge it finds into code-generation requests.
+//!
+//! See ARCHITECTURE.md at the repository root for the bird's-eye view.
+
+pub mod capabilities;
+pub mod error;
+pub mod kb;
+pub mod runtime;
+
+pub use error::{Error, Result};

@@ -1,0 +1,349 @@
+//! Running the RESCUE plugin: one wasmtime `Engine`, the component compiled once
+//! (and cached on disk as precompiled code), an `InstancePre`, the pooling
+//! allocator, and a fresh `Store` per request with fuel, an epoch deadline and
+//! a memory cap.
+//!
+//! The store is the whole of the plugin's world: a WASI context that grants
+//! nothing (no files, no sockets, no environment, frozen clocks), the knowledge
+//! base reader and the code analyser. Credentials never enter it.
+
+mod cache;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capabilities::code;
+use crate::capabilities::kb::{self as kbcap, KbReader};
+use crate::error::{Error, PluginFailure, Result};
+
+pub mod bindings {
+    //! Host bindings generated from `wit/rescue.wit`.
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "rescue-plugin",
+    });
+}
+
+pub use bindings::rescue::plugin::types::{
+    Augmentation, CodeBlock, CweHit, PluginError, RequestFacets, RetrievalParams,
+};
+use bindings::rescue::plugin::{code as wit_code, kb as wit_kb, log as wit_log, types as wit_types};
+
+/// The plugin built from `plugin/` by `host/build.rs`, embedded in the binary.
+pub const EMBEDDED_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rescue_plugin.wasm"));
+
+/// How often the epoch advances; the deadline is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Resource bounds on one plugin run.
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    /// Fuel units (roughly, Wasm instructions) one run may use.
+    pub fuel: u64,
+    /// Wall-clock budget of one run, including waiting for a free slot.
+    pub timeout: Duration,
+    /// Largest linear memory the plugin may grow to.
+    pub memory_bytes: usize,
+    /// Plugin runs in flight at once (pooling-allocator slots).
+    pub max_instances: u32,
+}
+
+/// Where the plugin comes from and where its compiled form is cached.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSource {
+    /// A `.wasm` component to load instead of the embedded one.
+    pub wasm_path: Option<PathBuf>,
+    /// Directory for precompiled `.cwasm` files; `None` compiles in memory.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Per-run state: the plugin's entire view of the world.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    kb: Arc<KbReader>,
+    memory: MemoryCap,
+}
+
+/// Caps linear-memory growth and remembers whether the cap was hit, so a
+/// failed run can be reported as a memory failure rather than a generic trap.
+struct MemoryCap {
+    max_bytes: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            wasmtime::bail!("plugin memory cap of {} bytes reached (wanted {desired})", self.max_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit_types::Host for HostState {}
+
+impl wit_kb::Host for HostState {
+    fn query(&mut self, sql: String, params: Vec<wit_kb::SqlValue>) -> Result<Vec<wit_kb::Row>, wit_kb::KbError> {
+        let params: Vec<kbcap::SqlValue> = params.into_iter().map(from_wit_value).collect();
+        match self.kb.query(&sql, &params) {
+            Ok(rows) => Ok(rows.into_iter().map(|row| row.into_iter().map(to_wit_value).collect()).collect()),
+            Err(kbcap::QueryError::Rejected(m)) => Err(wit_kb::KbError::Rejected(m)),
+            Err(kbcap::QueryError::LimitExceeded(m)) => Err(wit_kb::KbError::LimitExceeded(m)),
+            Err(kbcap::QueryError::Failed(m)) => Err(wit_kb::KbError::Failed(m)),
+        }
+    }
+}
+
+fn from_wit_value(value: wit_kb::SqlValue) -> kbcap::SqlValue {
+    match value {
+        wit_kb::SqlValue::Null => kbcap::SqlValue::Null,
+        wit_kb::SqlValue::Integer(i) => kbcap::SqlValue::Integer(i),
+        wit_kb::SqlValue::Real(f) => kbcap::SqlValue::Real(f),
+        wit_kb::SqlValue::Text(s) => kbcap::SqlValue::Text(s),
+        wit_kb::SqlValue::Blob(b) => kbcap::SqlValue::Blob(b),
+    }
+}
+
+fn to_wit_value(value: kbcap::SqlValue) -> wit_kb::SqlValue {
+    match value {
+        kbcap::SqlValue::Null => wit_kb::SqlValue::Null,
+        kbcap::SqlValue::Integer(i) => wit_kb::SqlValue::Integer(i),
+        kbcap::SqlValue::Real(f) => wit_kb::SqlValue::Real(f),
+        kbcap::SqlValue::Text(s) => wit_kb::SqlValue::Text(s),
+        kbcap::SqlValue::Blob(b) => wit_kb::SqlValue::Blob(b),
+    }
+}
+
+impl wit_code::Host for HostState {
+    fn extract_calls(&mut self, language: String, source: String) -> Result<Vec<String>, wit_code::CodeError> {
+        code::extract_calls(&language, &source).map_err(|e| match e {
+            code::CodeError::UnsupportedLanguage(l) => wit_code::CodeError::UnsupportedLanguage(l),
+            code::CodeError::TooLarge(n) => wit_code::CodeError::TooLarge(n),
+        })
+    }
+
+    fn detect_language(&mut self, source: String) -> Option<String> {
+        code::detect_language(&source).map(str::to_string)
+    }
+}
+
+impl wit_log::Host for HostState {
+    fn log(&mut self, level: wit_log::Level, message: String) {
+        // The message is plugin-controlled: bound it so a plugin cannot flood logs.
+        let message: String = message.chars().take(512).collect();
+        match level {
+            wit_log::Level::Debug => tracing::debug!(target: "rescue::plugin", "{message}"),
+            wit_log::Level::Info => tracing::info!(target: "rescue::plugin", "{message}"),
+            wit_log::Level::Warn => tracing::warn!(target: "rescue::plugin", "{message}"),
+        }
+    }
+}
+
+/// A wall clock frozen at the epoch: the plugin has no use for the time of day,
+/// and a clock is a side channel.
+struct FrozenWallClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+struct FrozenMonotonicClock;
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A loaded, instantiable plugin bound to one knowledge base.
+pub struct PluginRuntime {
+    engine: Engine,
+    pre: bindings::RescuePluginPre<HostState>,
+    kb: Arc<KbReader>,
+    limits: PluginLimits,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").field("kb", &self.kb.path()).field("limits", &self.limits).finish()
+    }
+}
+
+fn plugin_err(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::Plugin { what: what.to_string(), message: format!("{error:#}") }
+}
+
+impl PluginRuntime {
+    /// Builds the engine, loads (or compiles and caches) the component and
+    /// prepares it for instantiation. Fails if the component does not match the
+    /// WIT world this host implements.
+    pub fn new(source: &PluginSource, kb: Arc<KbReader>, limits: PluginLimits) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = limits.max_instances.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_memories_per_component(2)
+            .max_memory_size(limits.memory_bytes);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| plugin_err("engine", e))?;
+
+        let wasm = match &source.wasm_path {
+            Some(path) => std::fs::read(path).map_err(|source| Error::Io { path: path.clone(), source })?,
+            None => EMBEDDED_PLUGIN.to_vec(),
+        };
+        let component = cache::load_component(&engine, &wasm, source.cache_dir.as_deref())?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| plugin_err("linking WASI", e))?;
+        bindings::RescuePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| plugin_err("linking capabilities", e))?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| plugin_err("instantiate_pre", e))?;
+        let pre = bindings::RescuePluginPre::new(instance_pre).map_err(|e| plugin_err("exports", e))?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(Self { engine, pre, kb, limits, slots: Arc::new(Semaphore::new(slots as usize)) })
+    }
+
+    pub fn kb(&self) -> &Arc<KbReader> {
+        &self.kb
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .wall_clock(FrozenWallClock)
+            .monotonic_clock(FrozenMonotonicClock);
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            kb: Arc::clone(&self.kb),
+            memory: MemoryCap { max_bytes: self.limits.memory_bytes, hit: false },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
+        store
+    }
+
+    /// One plugin run on the calling thread. Blocking: it runs Wasm and SQLite.
+    pub fn augment_blocking(&self, facets: &RequestFacets, params: &RetrievalParams) -> Result<Option<Augmentation>> {
+        let mut store = self.new_store();
+        store.set_fuel(self.limits.fuel).map_err(|e| plugin_err("fuel", e))?;
+        let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|plugin| plugin.call_augment(&mut store, facets, params.clone()));
+        match outcome {
+            Ok(Ok(augmentation)) => Ok(augmentation),
+            Ok(Err(error)) => Err(Error::PluginRun {
+                kind: PluginFailure::PluginError,
+                message: match error {
+                    PluginError::Kb(m) => format!("knowledge base: {m}"),
+                    PluginError::Schema(m) => format!("knowledge-base schema: {m}"),
+                    PluginError::InvalidInput(m) => format!("invalid input: {m}"),
+                },
+            }),
+            Err(error) => {
+                let kind = if store.data().memory.hit {
+                    PluginFailure::Memory
+                } else {
+                    match error.downcast_ref::<Trap>() {
+                        Some(Trap::OutOfFuel) => PluginFailure::Fuel,
+                        Some(Trap::Interrupt) => PluginFailure::Timeout,
+                        _ => PluginFailure::Trap,
+                    }
+                };
+                Err(Error::PluginRun { kind, message: format!("{error:#}") })
+            }
+        }
+    }
+
+    /// One plugin run from async code: waits (within the timeout) for a free
+    /// slot, then runs on the blocking pool so no async worker is held up.
+    pub async fn augment(
+        self: &Arc<Self>,
+        facets: RequestFacets,
+        params: RetrievalParams,
+    ) -> Result<Option<Augmentation>> {
+        let permit = tokio::time::timeout(self.limits.timeout, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| Error::PluginRun {
+                kind: PluginFailure::Timeout,
+                message: "no plugin slot became free within the timeout".into(),
+            })?
+            .expect("plugin semaphore is never closed");
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.augment_blocking(&facets, &params)
+        })
+        .await
+        .map_err(|e| Error::PluginRun { kind: PluginFailure::Trap, message: format!("plugin task panicked: {e}") })?
+    }
+}
+
+/// Advances the engine's epoch so deadlines fire. The thread holds only a weak
+/// reference and ends when the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("rescue-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// Default directory for precompiled plugin code.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .map(|base| base.join("rescue-proxy"))
+}

@@ -1,0 +1,69 @@
+//! The RESCUE retrieval stage, compiled to a WebAssembly component.
+//!
+//! Facets of a request come in; the security knowledge to inject comes out.
+//! Everything the plugin knows about the world arrives through the imports in
+//! `wit/rescue.wit` (read-only knowledge-base queries, tree-sitter code analysis,
+//! logging), so the logic in [`retrieve`] and [`compose`] is written against the
+//! [`Capabilities`] trait and unit-tested natively with a fake.
+
+pub mod compose;
+pub mod retrieve;
+pub mod text;
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "rescue-plugin",
+});
+
+use rescue::plugin::code;
+use rescue::plugin::kb::{self, SqlValue};
+use rescue::plugin::log;
+pub use rescue::plugin::types::{
+    CodeBlock, CweHit,
+};
+
+/// What the retrieval logic needs from its host. In the component these are the
+/// WIT imports; in native unit tests, a fake over an in-memory table.
+pub trait Capabilities {
+    /// Runs a read-only statement; the error is the host's message.
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, String>;
+    /// Called function names in `source`, or an empty list when the language is unsupported.
+    fn extract_calls(&self, language: &str, source: &str) -> Vec<String>;
+    fn debug(&self, message: &str);
+}
+
+/// The capabilities the host grants the component.
+struct Imports;
+
+impl Capabilities for Imports {
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, String> {
+        kb::query(sql, params).map_err(|error| match error {
+            kb::KbError::Rejected(m) => format!("rejected: {m}"),
+            kb::KbError::LimitExceeded(m) => format!("limit exceeded: {m}"),
+            kb::KbError::Failed(m) => format!("failed: {m}"),
+        })
+    }
+
+    fn extract_calls(&self, language: &str, source: &str) -> Vec<String> {
+        // An unsupported language or an oversized snippet only removes the API
+        // facet; the task text still drives retrieval.
+        code::extract_calls(language, source).unwrap_or_default()
+    }
+
+    fn debug(&self, message: &str) {
+        log::log(log::Level::Debug, message);
+    }
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn augment(
+        facets: RequestFacets,
+        params: RetrievalParams,
+    ) -> Result<Option<Augmentation>, PluginError> {
+        retrieve::augment(&Imports, &facets, &params)
+    }
+}
+
+export!(Component);

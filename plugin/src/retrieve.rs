@@ -1,0 +1,274 @@
+//! CWE-level retrieval: which weaknesses does this task risk?
+//!
+//! The first retrieval stage of RESCUE, lexical facet only: the task words and
+//! the APIs called in any code of the conversation are matched with BM25
+//! (SQLite FTS5) against each in-scope CWE's name, description, guideline and
+//! cause. A CWE counts only above `min-score`; if none does, the request is not
+//! augmented, which is the common case for ordinary programming tasks.
+
+use crate::compose::{self, Knowledge, SecureExample};
+use crate::text;
+use crate::{Augmentation, Capabilities, CweHit, PluginError, RequestFacets, RetrievalParams};
+use crate::rescue::plugin::kb::SqlValue;
+
+/// How many candidates the lexical search returns before thresholding.
+const CANDIDATES: i64 = 20;
+
+/// Column weights for bm25(cwe_fts, name, description, guideline, cause): the
+/// name is short and precise, so a hit there says the most.
+const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5) AS score, c.guideline \
+     FROM cwe_fts JOIN cwe c ON c.id = cwe_fts.rowid \
+     WHERE cwe_fts MATCH ?1 AND c.in_scope = 1 \
+       AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
+     ORDER BY score DESC LIMIT ?3";
+
+const EXAMPLE_SQL: &str = "SELECT id, language, code FROM example \
+     WHERE cwe = ?1 AND (language = ?2 OR (?2 = '' AND language <> '')) \
+     ORDER BY length(code), id LIMIT 1";
+
+/// Language names as the CWE catalog writes them (lowercased).
+fn catalog_language(language: &str) -> String {
+    match language.to_ascii_lowercase().as_str() {
+        "cpp" | "c++" | "cxx" | "cc" => "c++".into(),
+        "js" | "javascript" | "node" | "typescript" | "ts" => "javascript".into(),
+        "py" | "python" | "python3" => "python".into(),
+        "golang" | "go" => "go".into(),
+        other => other.into(),
+    }
+}
+
+/// Runs retrieval and composition for one request.
+pub fn augment(
+    caps: &dyn Capabilities,
+    facets: &RequestFacets,
+    params: &RetrievalParams,
+) -> Result<Option<Augmentation>, PluginError> {
+    if facets.task.trim().is_empty() && facets.code_blocks.is_empty() {
+        return Err(PluginError::InvalidInput("no task text and no code".into()));
+    }
+    let language = facets.language.as_deref().map(catalog_language).unwrap_or_default();
+
+    let mut terms = text::terms(&facets.task);
+    for block in &facets.code_blocks {
+        let block_language = block
+            .language
+            .as_deref()
+            .or(facets.language.as_deref())
+            .unwrap_or_default();
+        if block_language.is_empty() {
+            continue;
+        }
+        for api in caps.extract_calls(block_language, &block.text) {
+            for term in text::terms(&api) {
+                if !terms.contains(&term) {
+                    terms.push(term);
+                }
+            }
+        }
+    }
+    if terms.is_empty() {
+        caps.debug("no retrieval terms");
+        return Ok(None);
+    }
+
+    let rows = caps
+        .query(
+            SEARCH_SQL,
+            &[
+                SqlValue::Text(text::fts_any(&terms)),
+                SqlValue::Text(language.clone()),
+                SqlValue::Integer(CANDIDATES),
+            ],
+        )
+        .map_err(PluginError::Kb)?;
+
+    let mut hits = Vec::new();
+    for row in rows {
+        let [SqlValue::Integer(id), SqlValue::Text(name), SqlValue::Real(score), SqlValue::Text(guideline)] =
+            row.as_slice()
+        else {
+            return Err(PluginError::Schema(format!("unexpected cwe search row {row:?}")));
+        };
+        if *score < params.min_score {
+            break;
+        }
+        hits.push((
+            CweHit { id: format!("CWE-{id}"), name: name.clone(), score: *score },
+            *id,
+            guideline.clone(),
+        ));
+        if hits.len() >= params.top_k as usize {
+            break;
+        }
+    }
+    caps.debug(&format!("{} terms, {} cwe hits", terms.len(), hits.len()));
+    if hits.is_empty() {
+        return Ok(None);
+    }
+
+    let example = best_example(caps, &hits, &language)?;
+    let knowledge = Knowledge {
+        guidelines: hits
+            .iter()
+            .map(|(hit, _, guideline)| (hit.id.as_str(), hit.name.as_str(), guideline.as_str()))
+            .collect(),
+        example: example.as_ref(),
+    };
+    let text = compose::chat_block(&knowledge, params.max_chars as usize);
+    Ok(Some(Augmentation {
+        text,
+        example_id: example.as_ref().map(|e| e.id.clone()),
+        cwes: hits.into_iter().map(|(hit, _, _)| hit).collect(),
+    }))
+}
+
+/// The shortest secure example of the best-ranked CWE that has one in the
+/// request's language. An example in another language is left out: it costs
+/// tokens and teaches the model the wrong idioms.
+fn best_example(
+    caps: &dyn Capabilities,
+    hits: &[(CweHit, i64, String)],
+    language: &str,
+) -> Result<Option<SecureExample>, PluginError> {
+    for (hit, id, _) in hits {
+        let rows = caps
+            .query(EXAMPLE_SQL, &[SqlValue::Integer(*id), SqlValue::Text(language.to_string())])
+            .map_err(PluginError::Kb)?;
+        if let Some(row) = rows.into_iter().next() {
+            let [SqlValue::Text(example_id), SqlValue::Text(example_language), SqlValue::Text(code)] =
+                row.as_slice()
+            else {
+                return Err(PluginError::Schema(format!("unexpected example row {row:?}")));
+            };
+            return Ok(Some(SecureExample {
+                id: example_id.clone(),
+                cwe: hit.id.clone(),
+                language: example_language.clone(),
+                code: code.clone(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A fake knowledge base: answers the search with fixed rows and records
+    /// what the plugin asked for.
+    struct FakeKb {
+        search_rows: Vec<Vec<SqlValue>>,
+        example_rows: Vec<Vec<SqlValue>>,
+        queries: RefCell<Vec<(String, Vec<SqlValue>)>>,
+        calls: Vec<String>,
+    }
+
+    impl Capabilities for FakeKb {
+        fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, String> {
+            self.queries.borrow_mut().push((sql.to_string(), params.to_vec()));
+            if sql.contains("cwe_fts") {
+                Ok(self.search_rows.clone())
+            } else {
+                Ok(self.example_rows.clone())
+            }
+        }
+        fn extract_calls(&self, _language: &str, _source: &str) -> Vec<String> {
+            self.calls.clone()
+        }
+        fn debug(&self, _message: &str) {}
+    }
+
+    fn row(id: i64, name: &str, score: f64) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Integer(id),
+            SqlValue::Text(name.into()),
+            SqlValue::Real(score),
+            SqlValue::Text(format!("- guideline of {id}")),
+        ]
+    }
+
+    fn params() -> RetrievalParams {
+        RetrievalParams { top_k: 2, min_score: 5.0, max_chars: 4000 }
+    }
+
+    fn facets(task: &str) -> RequestFacets {
+        RequestFacets { task: task.into(), code_blocks: vec![], language: Some("python".into()) }
+    }
+
+    #[test]
+    fn keeps_top_k_above_threshold() {
+        let kb = FakeKb {
+            search_rows: vec![row(89, "SQL Injection", 12.0), row(20, "Input", 6.0), row(79, "XSS", 5.5)],
+            example_rows: vec![],
+            queries: RefCell::default(),
+            calls: vec![],
+        };
+        let out = augment(&kb, &facets("build an sql query"), &params()).unwrap().unwrap();
+        let ids: Vec<_> = out.cwes.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["CWE-89", "CWE-20"]);
+        assert!(out.text.contains("guideline of 89"));
+        assert!(!out.text.contains("guideline of 79"));
+    }
+
+    #[test]
+    fn nothing_above_threshold_means_no_augmentation() {
+        let kb = FakeKb {
+            search_rows: vec![row(89, "SQL Injection", 4.9)],
+            example_rows: vec![],
+            queries: RefCell::default(),
+            calls: vec![],
+        };
+        assert!(augment(&kb, &facets("sort a list of numbers"), &params()).unwrap().is_none());
+    }
+
+    #[test]
+    fn apis_from_code_join_the_query_and_language_filters() {
+        let kb = FakeKb {
+            search_rows: vec![],
+            example_rows: vec![],
+            queries: RefCell::default(),
+            calls: vec!["cursor.execute".into()],
+        };
+        let mut f = facets("fix this");
+        f.code_blocks.push(crate::CodeBlock { language: None, text: "cursor.execute(q)".into() });
+        augment(&kb, &f, &params()).unwrap();
+        let queries = kb.queries.borrow();
+        let SqlValue::Text(fts) = &queries[0].1[0] else { panic!() };
+        assert_eq!(fts, "\"fix\" OR \"cursor\" OR \"execute\"");
+        let SqlValue::Text(lang) = &queries[0].1[1] else { panic!() };
+        assert_eq!(lang, "python");
+    }
+
+    #[test]
+    fn malformed_rows_are_a_schema_error() {
+        let kb = FakeKb {
+            search_rows: vec![vec![SqlValue::Null]],
+            example_rows: vec![],
+            queries: RefCell::default(),
+            calls: vec![],
+        };
+        assert!(matches!(
+            augment(&kb, &facets("sql query"), &params()),
+            Err(PluginError::Schema(_))
+        ));
+    }
+
+    #[test]
+    fn example_in_the_request_language_is_included() {
+        let kb = FakeKb {
+            search_rows: vec![row(89, "SQL Injection", 12.0)],
+            example_rows: vec![vec![
+                SqlValue::Text("ex:1".into()),
+                SqlValue::Text("python".into()),
+                SqlValue::Text("cur.execute(q, (name,))".into()),
+            ]],
+            queries: RefCell::default(),
+            calls: vec![],
+        };
+        let out = augment(&kb, &facets("sql query"), &params()).unwrap().unwrap();
+        assert_eq!(out.example_id.as_deref(), Some("ex:1"));
+        assert!(out.text.contains("cur.execute(q, (name,))"));
+    }
+}
