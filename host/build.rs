@@ -42,7 +42,10 @@ fn main() {
     let status = cmd.status().expect("running cargo for the plugin");
     assert!(status.success(), "building the plugin for {TARGET} failed");
 
-    let built = target_dir.join(TARGET).join("release").join("rescue_plugin.wasm");
+    let built = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("rescue_plugin.wasm");
     std::fs::copy(&built, &out).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
 }
 
@@ -94,8 +97,12 @@ fn ensure_target() {
         return;
     }
     println!("cargo:warning=installing the {TARGET} target with rustup");
-    let status = Command::new("rustup").args(["target", "add", TARGET]).status();
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
     if !matches!(status, Ok(s) if s.success()) {
-        panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed; run it by hand");
+        panic!(
+            "the {TARGET} target is missing and `rustup target add {TARGET}` failed; run it by hand"
+        );
     }
 }

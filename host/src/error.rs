@@ -34,7 +34,25 @@ pub enum Error {
     Plugin { what: String, message: String },
 
     #[error("{kind}: {message}")]
-    PluginRun { kind: PluginFailure, message: String },
+    PluginRun {
+        kind: PluginFailure,
+        message: String,
+    },
+
+    #[error("{message}")]
+    BadRequest { message: String },
+
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+
+    #[error("security augmentation failed ({kind}) and the policy is fail-closed")]
+    FailClosed { kind: PluginFailure },
+
+    #[error("upstream unreachable: {message}")]
+    UpstreamUnavailable { message: String },
+
+    #[error("upstream sent no response headers within {after_ms} ms")]
+    UpstreamTimeout { after_ms: u64 },
 
     #[error("upstream base URL {url:?}: {message}")]
     UpstreamUrl { url: String, message: String },

@@ -5,8 +5,15 @@
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
 pub mod capabilities;
+pub mod cli;
+pub mod config;
 pub mod error;
+pub mod facets;
 pub mod kb;
+pub mod policy;
+pub mod protocol;
 pub mod runtime;
+pub mod server;
+pub mod upstream;
 
 pub use error::{Error, Result};

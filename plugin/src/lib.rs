@@ -10,16 +10,23 @@ pub mod compose;
 pub mod retrieve;
 pub mod text;
 
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "rescue-plugin",
-});
+/// Guest bindings generated from `wit/rescue.wit`.
+// The generated glue flattens records into many parameters: that is the
+// canonical ABI, not a design choice.
+#[allow(clippy::too_many_arguments)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "rescue-plugin",
+        pub_export_macro: true,
+    });
+}
 
-use rescue::plugin::code;
-use rescue::plugin::kb::{self, SqlValue};
-use rescue::plugin::log;
-pub use rescue::plugin::types::{
-    CodeBlock, CweHit,
+use bindings::rescue::plugin::code;
+use bindings::rescue::plugin::kb::{self, SqlValue};
+use bindings::rescue::plugin::log;
+pub use bindings::rescue::plugin::types::{
+    Augmentation, CodeBlock, CweHit, PluginError, RequestFacets, RetrievalParams,
 };
 
 /// What the retrieval logic needs from its host. In the component these are the
@@ -57,7 +64,7 @@ impl Capabilities for Imports {
 
 struct Component;
 
-impl Guest for Component {
+impl bindings::Guest for Component {
     fn augment(
         facets: RequestFacets,
         params: RetrievalParams,
@@ -66,4 +73,4 @@ impl Guest for Component {
     }
 }
 
-export!(Component);
+bindings::export!(Component with_types_in bindings);

@@ -6,10 +6,10 @@
 //! cause. A CWE counts only above `min-score`; if none does, the request is not
 //! augmented, which is the common case for ordinary programming tasks.
 
+use crate::bindings::rescue::plugin::kb::SqlValue;
 use crate::compose::{self, Knowledge, SecureExample};
 use crate::text;
 use crate::{Augmentation, Capabilities, CweHit, PluginError, RequestFacets, RetrievalParams};
-use crate::rescue::plugin::kb::SqlValue;
 
 /// How many candidates the lexical search returns before thresholding.
 const CANDIDATES: i64 = 20;
@@ -46,7 +46,11 @@ pub fn augment(
     if facets.task.trim().is_empty() && facets.code_blocks.is_empty() {
         return Err(PluginError::InvalidInput("no task text and no code".into()));
     }
-    let language = facets.language.as_deref().map(catalog_language).unwrap_or_default();
+    let language = facets
+        .language
+        .as_deref()
+        .map(catalog_language)
+        .unwrap_or_default();
 
     let mut terms = text::terms(&facets.task);
     for block in &facets.code_blocks {
@@ -84,16 +88,26 @@ pub fn augment(
 
     let mut hits = Vec::new();
     for row in rows {
-        let [SqlValue::Integer(id), SqlValue::Text(name), SqlValue::Real(score), SqlValue::Text(guideline)] =
-            row.as_slice()
+        let [
+            SqlValue::Integer(id),
+            SqlValue::Text(name),
+            SqlValue::Real(score),
+            SqlValue::Text(guideline),
+        ] = row.as_slice()
         else {
-            return Err(PluginError::Schema(format!("unexpected cwe search row {row:?}")));
+            return Err(PluginError::Schema(format!(
+                "unexpected cwe search row {row:?}"
+            )));
         };
         if *score < params.min_score {
             break;
         }
         hits.push((
-            CweHit { id: format!("CWE-{id}"), name: name.clone(), score: *score },
+            CweHit {
+                id: format!("CWE-{id}"),
+                name: name.clone(),
+                score: *score,
+            },
             *id,
             guideline.clone(),
         ));
@@ -132,13 +146,21 @@ fn best_example(
 ) -> Result<Option<SecureExample>, PluginError> {
     for (hit, id, _) in hits {
         let rows = caps
-            .query(EXAMPLE_SQL, &[SqlValue::Integer(*id), SqlValue::Text(language.to_string())])
+            .query(
+                EXAMPLE_SQL,
+                &[SqlValue::Integer(*id), SqlValue::Text(language.to_string())],
+            )
             .map_err(PluginError::Kb)?;
         if let Some(row) = rows.into_iter().next() {
-            let [SqlValue::Text(example_id), SqlValue::Text(example_language), SqlValue::Text(code)] =
-                row.as_slice()
+            let [
+                SqlValue::Text(example_id),
+                SqlValue::Text(example_language),
+                SqlValue::Text(code),
+            ] = row.as_slice()
             else {
-                return Err(PluginError::Schema(format!("unexpected example row {row:?}")));
+                return Err(PluginError::Schema(format!(
+                    "unexpected example row {row:?}"
+                )));
             };
             return Ok(Some(SecureExample {
                 id: example_id.clone(),
@@ -167,7 +189,9 @@ mod tests {
 
     impl Capabilities for FakeKb {
         fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, String> {
-            self.queries.borrow_mut().push((sql.to_string(), params.to_vec()));
+            self.queries
+                .borrow_mut()
+                .push((sql.to_string(), params.to_vec()));
             if sql.contains("cwe_fts") {
                 Ok(self.search_rows.clone())
             } else {
@@ -190,22 +214,36 @@ mod tests {
     }
 
     fn params() -> RetrievalParams {
-        RetrievalParams { top_k: 2, min_score: 5.0, max_chars: 4000 }
+        RetrievalParams {
+            top_k: 2,
+            min_score: 5.0,
+            max_chars: 4000,
+        }
     }
 
     fn facets(task: &str) -> RequestFacets {
-        RequestFacets { task: task.into(), code_blocks: vec![], language: Some("python".into()) }
+        RequestFacets {
+            task: task.into(),
+            code_blocks: vec![],
+            language: Some("python".into()),
+        }
     }
 
     #[test]
     fn keeps_top_k_above_threshold() {
         let kb = FakeKb {
-            search_rows: vec![row(89, "SQL Injection", 12.0), row(20, "Input", 6.0), row(79, "XSS", 5.5)],
+            search_rows: vec![
+                row(89, "SQL Injection", 12.0),
+                row(20, "Input", 6.0),
+                row(79, "XSS", 5.5),
+            ],
             example_rows: vec![],
             queries: RefCell::default(),
             calls: vec![],
         };
-        let out = augment(&kb, &facets("build an sql query"), &params()).unwrap().unwrap();
+        let out = augment(&kb, &facets("build an sql query"), &params())
+            .unwrap()
+            .unwrap();
         let ids: Vec<_> = out.cwes.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["CWE-89", "CWE-20"]);
         assert!(out.text.contains("guideline of 89"));
@@ -220,7 +258,11 @@ mod tests {
             queries: RefCell::default(),
             calls: vec![],
         };
-        assert!(augment(&kb, &facets("sort a list of numbers"), &params()).unwrap().is_none());
+        assert!(
+            augment(&kb, &facets("sort a list of numbers"), &params())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -232,12 +274,19 @@ mod tests {
             calls: vec!["cursor.execute".into()],
         };
         let mut f = facets("fix this");
-        f.code_blocks.push(crate::CodeBlock { language: None, text: "cursor.execute(q)".into() });
+        f.code_blocks.push(crate::CodeBlock {
+            language: None,
+            text: "cursor.execute(q)".into(),
+        });
         augment(&kb, &f, &params()).unwrap();
         let queries = kb.queries.borrow();
-        let SqlValue::Text(fts) = &queries[0].1[0] else { panic!() };
+        let SqlValue::Text(fts) = &queries[0].1[0] else {
+            panic!()
+        };
         assert_eq!(fts, "\"fix\" OR \"cursor\" OR \"execute\"");
-        let SqlValue::Text(lang) = &queries[0].1[1] else { panic!() };
+        let SqlValue::Text(lang) = &queries[0].1[1] else {
+            panic!()
+        };
         assert_eq!(lang, "python");
     }
 
@@ -267,7 +316,9 @@ mod tests {
             queries: RefCell::default(),
             calls: vec![],
         };
-        let out = augment(&kb, &facets("sql query"), &params()).unwrap().unwrap();
+        let out = augment(&kb, &facets("sql query"), &params())
+            .unwrap()
+            .unwrap();
         assert_eq!(out.example_id.as_deref(), Some("ex:1"));
         assert!(out.text.contains("cur.execute(q, (name,))"));
     }

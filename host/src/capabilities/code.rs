@@ -26,7 +26,14 @@ pub enum Lang {
 }
 
 impl Lang {
-    pub const ALL: [Lang; 6] = [Lang::Python, Lang::C, Lang::Cpp, Lang::JavaScript, Lang::Go, Lang::Java];
+    pub const ALL: [Lang; 6] = [
+        Lang::Python,
+        Lang::C,
+        Lang::Cpp,
+        Lang::JavaScript,
+        Lang::Go,
+        Lang::Java,
+    ];
 
     /// Accepts the names clients write in fences and prompts.
     pub fn parse(name: &str) -> Option<Lang> {
@@ -69,8 +76,12 @@ impl Lang {
         match self {
             Lang::Python => "(call function: (_) @callee)",
             Lang::C | Lang::Go => "(call_expression function: (_) @callee)",
-            Lang::Cpp => "(call_expression function: (_) @callee) (new_expression type: (_) @callee)",
-            Lang::JavaScript => "(call_expression function: (_) @callee) (new_expression constructor: (_) @callee)",
+            Lang::Cpp => {
+                "(call_expression function: (_) @callee) (new_expression type: (_) @callee)"
+            }
+            Lang::JavaScript => {
+                "(call_expression function: (_) @callee) (new_expression constructor: (_) @callee)"
+            }
             Lang::Java => {
                 "(method_invocation object: (_)? @object name: (identifier) @callee) \
                  (object_creation_expression type: (_) @callee)"
@@ -92,8 +103,9 @@ fn queries() -> &'static HashMap<Lang, Query> {
         Lang::ALL
             .iter()
             .map(|&lang| {
-                let query = Query::new(&lang.grammar(), lang.calls_query())
-                    .unwrap_or_else(|e| panic!("built-in {} calls query is invalid: {e}", lang.name()));
+                let query = Query::new(&lang.grammar(), lang.calls_query()).unwrap_or_else(|e| {
+                    panic!("built-in {} calls query is invalid: {e}", lang.name())
+                });
                 (lang, query)
             })
             .collect()
@@ -122,7 +134,9 @@ fn with_tree<R>(lang: Lang, source: &str, f: impl FnOnce(&tree_sitter::Tree) -> 
 /// `std::system`, `strcpy`. Long receivers (`a.b().c(d).e`) keep only the method.
 fn api_name(text: &str) -> Option<String> {
     let compact: String = text.split_whitespace().collect();
-    let simple = compact.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | ':' | '$'))
+    let simple = compact
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | ':' | '$'))
         || compact.contains("->") && !compact.contains('(');
     let name = if simple && compact.len() <= 64 {
         compact.replace("->", ".").replace("::", ".")
@@ -139,12 +153,15 @@ fn api_name(text: &str) -> Option<String> {
 /// Names of the functions and methods called in `source`, deduplicated, in
 /// order of first appearance.
 pub fn extract_calls(language: &str, source: &str) -> Result<Vec<String>, CodeError> {
-    let lang = Lang::parse(language).ok_or_else(|| CodeError::UnsupportedLanguage(language.to_string()))?;
+    let lang = Lang::parse(language)
+        .ok_or_else(|| CodeError::UnsupportedLanguage(language.to_string()))?;
     if source.len() > MAX_SOURCE_BYTES {
         return Err(CodeError::TooLarge(MAX_SOURCE_BYTES as u32));
     }
     let query = &queries()[&lang];
-    let callee_index = query.capture_index_for_name("callee").expect("query has @callee");
+    let callee_index = query
+        .capture_index_for_name("callee")
+        .expect("query has @callee");
     let object_index = query.capture_index_for_name("object");
     Ok(with_tree(lang, source, |tree| {
         let mut names: Vec<String> = Vec::new();
@@ -157,7 +174,9 @@ pub fn extract_calls(language: &str, source: &str) -> Result<Vec<String>, CodeEr
                     .find(|c| c.index == index)
                     .and_then(|c| c.node.utf8_text(source.as_bytes()).ok())
             };
-            let Some(callee) = text_of(callee_index) else { continue };
+            let Some(callee) = text_of(callee_index) else {
+                continue;
+            };
             let full = match object_index.and_then(text_of) {
                 Some(object) => format!("{object}.{callee}"),
                 None => callee.to_string(),
@@ -185,10 +204,18 @@ pub fn detect_language(source: &str) -> Option<&'static str> {
         match lang {
             Lang::Python => (has("def ") || has("import ") && !has(";") || has("elif ")) as i64,
             Lang::C => has("#include") as i64,
-            Lang::Cpp => (has("std::") || has("#include <iostream>") || has("template<") || has("class ")) as i64 * 2,
-            Lang::JavaScript => (has("function") || has("=>") || has("const ") || has("require(")) as i64,
+            Lang::Cpp => {
+                (has("std::") || has("#include <iostream>") || has("template<") || has("class "))
+                    as i64
+                    * 2
+            }
+            Lang::JavaScript => {
+                (has("function") || has("=>") || has("const ") || has("require(")) as i64
+            }
             Lang::Go => (has("package ") || has("func ") || has(":=")) as i64 * 2,
-            Lang::Java => (has("public class") || has("System.out") || has("import java")) as i64 * 2,
+            Lang::Java => {
+                (has("public class") || has("System.out") || has("import java")) as i64 * 2
+            }
         }
     };
     Lang::ALL
@@ -227,7 +254,10 @@ mod tests {
     #[test]
     fn c_and_cpp_calls() {
         let c = "int main(int argc, char **argv) { char b[8]; strcpy(b, argv[1]); p->free_fn(b); return system(b); }";
-        assert_eq!(extract_calls("c", c).unwrap(), ["strcpy", "p.free_fn", "system"]);
+        assert_eq!(
+            extract_calls("c", c).unwrap(),
+            ["strcpy", "p.free_fn", "system"]
+        );
         let cpp = "void f() { auto p = new Widget(); std::system(\"ls\"); }";
         assert_eq!(extract_calls("cpp", cpp).unwrap(), ["Widget", "std.system"]);
     }
@@ -235,30 +265,54 @@ mod tests {
     #[test]
     fn javascript_go_and_java_calls() {
         let js = "const cp = require('child_process'); cp.exec(cmd); new URL(x);";
-        assert_eq!(extract_calls("js", js).unwrap(), ["require", "cp.exec", "URL"]);
+        assert_eq!(
+            extract_calls("js", js).unwrap(),
+            ["require", "cp.exec", "URL"]
+        );
         let go = "package main\nfunc f() { exec.Command(\"sh\").Run() }";
         assert_eq!(extract_calls("go", go).unwrap(), ["Run", "exec.Command"]);
         let java = "class A { void f() { Runtime.getRuntime().exec(cmd); new File(p); } }";
-        assert_eq!(extract_calls("java", java).unwrap(), ["Runtime.getRuntime", "exec", "File"]);
+        assert_eq!(
+            extract_calls("java", java).unwrap(),
+            ["Runtime.getRuntime", "exec", "File"]
+        );
     }
 
     #[test]
     fn broken_code_still_yields_calls() {
-        assert_eq!(extract_calls("python", "def f(:\n  eval(x)\n").unwrap(), ["eval"]);
+        assert_eq!(
+            extract_calls("python", "def f(:\n  eval(x)\n").unwrap(),
+            ["eval"]
+        );
     }
 
     #[test]
     fn refusals() {
-        assert_eq!(extract_calls("cobol", "x"), Err(CodeError::UnsupportedLanguage("cobol".into())));
+        assert_eq!(
+            extract_calls("cobol", "x"),
+            Err(CodeError::UnsupportedLanguage("cobol".into()))
+        );
         let big = "a".repeat(MAX_SOURCE_BYTES + 1);
-        assert!(matches!(extract_calls("c", &big), Err(CodeError::TooLarge(_))));
+        assert!(matches!(
+            extract_calls("c", &big),
+            Err(CodeError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn detects_common_languages() {
-        assert_eq!(detect_language("def f(x):\n    return x + 1\n"), Some("python"));
-        assert_eq!(detect_language("package main\n\nfunc main() {\n\tx := 1\n\t_ = x\n}\n"), Some("go"));
-        assert_eq!(detect_language("#include <stdio.h>\nint main(void) { printf(\"hi\"); return 0; }\n"), Some("c"));
+        assert_eq!(
+            detect_language("def f(x):\n    return x + 1\n"),
+            Some("python")
+        );
+        assert_eq!(
+            detect_language("package main\n\nfunc main() {\n\tx := 1\n\t_ = x\n}\n"),
+            Some("go")
+        );
+        assert_eq!(
+            detect_language("#include <stdio.h>\nint main(void) { printf(\"hi\"); return 0; }\n"),
+            Some("c")
+        );
         assert_eq!(detect_language(""), None);
     }
 }

@@ -121,9 +121,16 @@ impl KbReader {
 /// Only reads, selects and (built-in) function calls are allowed.
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
-        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Function { .. } | AuthAction::Recursive => {
-            Authorization::Allow
-        }
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Function { .. }
+        | AuthAction::Recursive => Authorization::Allow,
+        // FTS5 reads the data version to validate its cached structure; the
+        // pragma only reads.
+        AuthAction::Pragma {
+            pragma_name: "data_version",
+            pragma_value: None,
+        } => Authorization::Allow,
         _ => Authorization::Deny,
     }
 }
@@ -134,9 +141,13 @@ fn run_query(
     params: &[SqlValue],
     max_rows: usize,
 ) -> Result<Vec<Vec<SqlValue>>, QueryError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(|e| QueryError::Rejected(e.to_string()))?;
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(|e| QueryError::Rejected(e.to_string()))?;
     if !stmt.readonly() {
-        return Err(QueryError::Rejected("only read-only statements are allowed".into()));
+        return Err(QueryError::Rejected(
+            "only read-only statements are allowed".into(),
+        ));
     }
     let columns = stmt.column_count();
     let bound: Vec<Value> = params.iter().map(to_sqlite).collect();
@@ -146,7 +157,9 @@ fn run_query(
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(classify)? {
         if out.len() == max_rows {
-            return Err(QueryError::LimitExceeded(format!("more than {max_rows} rows")));
+            return Err(QueryError::LimitExceeded(format!(
+                "more than {max_rows} rows"
+            )));
         }
         let mut values = Vec::with_capacity(columns);
         for i in 0..columns {
@@ -162,7 +175,9 @@ fn classify(error: rusqlite::Error) -> QueryError {
         Some(rusqlite::ErrorCode::OperationInterrupted) => {
             QueryError::LimitExceeded("statement exceeded the step limit".into())
         }
-        Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) => QueryError::Rejected(error.to_string()),
+        Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) => {
+            QueryError::Rejected(error.to_string())
+        }
         _ => QueryError::Failed(error.to_string()),
     }
 }
@@ -202,7 +217,13 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let reader = KbReader::new(&path, QueryLimits { max_steps: 1000, max_rows: 100 });
+        let reader = KbReader::new(
+            &path,
+            QueryLimits {
+                max_steps: 1000,
+                max_rows: 100,
+            },
+        );
         (dir, reader)
     }
 
@@ -210,9 +231,15 @@ mod tests {
     fn selects_with_parameters() {
         let (_dir, kb) = fixture();
         let rows = kb
-            .query("SELECT id, name FROM t WHERE id = ?1", &[SqlValue::Integer(7)])
+            .query(
+                "SELECT id, name FROM t WHERE id = ?1",
+                &[SqlValue::Integer(7)],
+            )
             .unwrap();
-        assert_eq!(rows, vec![vec![SqlValue::Integer(7), SqlValue::Text("row7".into())]]);
+        assert_eq!(
+            rows,
+            vec![vec![SqlValue::Integer(7), SqlValue::Text("row7".into())]]
+        );
     }
 
     #[test]
@@ -230,9 +257,15 @@ mod tests {
         }
         let other = dir.path().join("other.sqlite");
         let attach = format!("ATTACH DATABASE '{}' AS other", other.display());
-        assert!(matches!(kb.query(&attach, &[]), Err(QueryError::Rejected(_))));
+        assert!(matches!(
+            kb.query(&attach, &[]),
+            Err(QueryError::Rejected(_))
+        ));
         assert!(!other.exists());
-        assert_eq!(kb.query("SELECT count(*) FROM t", &[]).unwrap()[0][0], SqlValue::Integer(500));
+        assert_eq!(
+            kb.query("SELECT count(*) FROM t", &[]).unwrap()[0][0],
+            SqlValue::Integer(500)
+        );
     }
 
     #[test]

@@ -1,1 +1,428 @@
-//! The knowledge base: schema, build pipeline, verification.
+//! The security knowledge base: a single SQLite file holding the MITRE CWE
+//! weaknesses with short, prompt-ready guidelines, their hierarchy, secure
+//! code examples and an FTS5 index for BM25 retrieval.
+//!
+//! [`build`] makes it offline and deterministically from the raw sources
+//! (MITRE CWE 4.14 XML, SafeCoder/SVEN labels, CodeShield rules); [`verify`]
+//! checks at start-up that a file is the one that was built (schema version
+//! and content hash), so a modified knowledge base is refused rather than
+//! silently injected into prompts.
+
+mod build;
+mod catalog;
+mod hash;
+pub mod schema;
+mod sources;
+mod text;
+
+use std::path::{Path, PathBuf};
+
+pub use hash::content_hash;
+pub use schema::SCHEMA_VERSION;
+
+use crate::{Error, Result};
+
+/// Where to read the sources from and where to write the knowledge base.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The `kb-sources` directory (with `cwe/`, `safecoder/`, `sven/`, `codeshield-rules/`).
+    pub sources: PathBuf,
+    /// The SQLite file to create or replace.
+    pub out: PathBuf,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildReport {
+    /// Non-deprecated weaknesses stored (the whole hierarchy).
+    pub cwes_total: usize,
+    /// Weaknesses that are retrieval candidates.
+    pub cwes_in_scope: usize,
+    /// Secure code examples stored.
+    pub examples: usize,
+    pub content_hash: String,
+}
+
+/// Builds the knowledge base from `opts.sources` into `opts.out`. The file
+/// is written beside `out` under a temporary name and renamed into place, so
+/// `out` is either the old file or the complete new one.
+pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    build::build(opts)
+}
+
+/// What [`verify`] found in a valid knowledge base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KbInfo {
+    pub schema_version: u32,
+    pub content_hash: String,
+    pub cwes_in_scope: usize,
+    /// How guidelines were produced, e.g. "offline-catalog-v1".
+    pub backend: String,
+}
+
+/// Opens nothing itself: verifies an already-open (read-only) connection:
+/// schema_version equals [`SCHEMA_VERSION`], the stored content hash equals
+/// the recomputed one. `path` only labels errors. Errors are
+/// [`Error::KbInvalid`] with a message saying what to do, or
+/// [`Error::Sqlite`] when the file cannot be read at all.
+pub fn verify(conn: &rusqlite::Connection, path: &Path) -> Result<KbInfo> {
+    let invalid = |message: String| Error::KbInvalid {
+        path: path.to_owned(),
+        message,
+    };
+    let sqlite = |source| Error::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kb_meta')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(sqlite)?;
+    if !has_meta {
+        return Err(invalid(
+            "not a RESCUE knowledge base (no kb_meta table); build one with the kb build command"
+                .into(),
+        ));
+    }
+    let meta = |key: &str| -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        conn.query_row("SELECT value FROM kb_meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(sqlite)
+    };
+
+    let stored_version = meta(schema::META_SCHEMA_VERSION)?
+        .ok_or_else(|| invalid("kb_meta has no schema_version".into()))?;
+    let schema_version: u32 = stored_version.trim().parse().map_err(|_| {
+        invalid(format!(
+            "kb_meta schema_version {stored_version:?} is not a number"
+        ))
+    })?;
+    if schema_version != SCHEMA_VERSION {
+        return Err(invalid(format!(
+            "schema version {schema_version}, but this build of rescue reads version {SCHEMA_VERSION} — rebuild the knowledge base"
+        )));
+    }
+    let user_version: u32 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sqlite)?;
+    if user_version != SCHEMA_VERSION {
+        return Err(invalid(format!(
+            "PRAGMA user_version is {user_version} but kb_meta says schema version {schema_version} — the file was modified after it was built"
+        )));
+    }
+
+    let stored_hash = meta(schema::META_CONTENT_HASH)?
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("kb_meta has no content_hash — the build did not finish".into()))?;
+    let computed = content_hash(conn).map_err(sqlite)?;
+    if stored_hash != computed {
+        return Err(invalid(format!(
+            "content hash mismatch: stored {stored_hash}, computed {computed} — the file was modified after it was built"
+        )));
+    }
+
+    let backend =
+        meta(schema::META_BACKEND)?.ok_or_else(|| invalid("kb_meta has no backend".into()))?;
+    let cwes_in_scope: i64 = conn
+        .query_row("SELECT count(*) FROM cwe WHERE in_scope = 1", [], |row| {
+            row.get(0)
+        })
+        .map_err(sqlite)?;
+    Ok(KbInfo {
+        schema_version,
+        content_hash: computed,
+        cwes_in_scope: usize::try_from(cwes_in_scope).unwrap_or(0),
+        backend,
+    })
+}
+
+/// Parses a CWE id as the sources spell it: "cwe-022", "CWE-22", "22" → 22.
+pub fn parse_cwe_id(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let digits = match s.get(..4) {
+        Some(prefix)
+            if prefix.eq_ignore_ascii_case("cwe-") || prefix.eq_ignore_ascii_case("cwe_") =>
+        {
+            &s[4..]
+        }
+        _ => s,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The display form of a CWE id: 22 → "CWE-22".
+pub fn cwe_label(id: u32) -> String {
+    format!("CWE-{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rusqlite::{Connection, OpenFlags};
+
+    use super::build::{CweRow, ExampleRow, KbContent, write_kb};
+    use super::*;
+
+    fn tiny_content() -> KbContent {
+        let cwe = |id: u32, name: &str, in_scope: bool| CweRow {
+            id,
+            name: name.into(),
+            abstraction: "Base".into(),
+            status: "Stable".into(),
+            description: format!("{name} happens."),
+            guideline: "- Use prepared statements.".into(),
+            cause: format!("{name} happens."),
+            in_scope,
+            scope_reason: if in_scope {
+                "top25-2024".into()
+            } else {
+                String::new()
+            },
+            ..CweRow::default()
+        };
+        KbContent {
+            meta: BTreeMap::from([
+                ("backend".into(), schema::BACKEND.into()),
+                ("cwe_catalog_version".into(), "4.14".into()),
+            ]),
+            cwes: vec![
+                cwe(89, "SQL Injection", true),
+                cwe(943, "Data Query Logic", false),
+            ],
+            parents: vec![(89, 943)],
+            examples: vec![ExampleRow {
+                id: "cwe-catalog:89:1".into(),
+                cwe: 89,
+                language: "php".into(),
+                code: "$id = intval($_COOKIE[\"mid\"]);".into(),
+                intro: "Cast first.".into(),
+                source: "MITRE CWE 4.14".into(),
+                license: "CWE Terms of Use".into(),
+            }],
+        }
+    }
+
+    fn tiny_kb() -> (Connection, String) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let hash = write_kb(&mut conn, &tiny_content()).unwrap();
+        (conn, hash)
+    }
+
+    fn tiny_kb_file(dir: &Path) -> PathBuf {
+        let path = dir.join("kb.sqlite");
+        let mut conn = Connection::open(&path).unwrap();
+        write_kb(&mut conn, &tiny_content()).unwrap();
+        path
+    }
+
+    fn open_ro(path: &Path) -> Connection {
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+    }
+
+    #[test]
+    fn content_hash_is_deterministic_and_stored() {
+        let (a, hash_a) = tiny_kb();
+        let (_b, hash_b) = tiny_kb();
+        assert_eq!(hash_a, hash_b);
+        assert_eq!(hash_a.len(), 64);
+        assert_eq!(
+            content_hash(&a).unwrap(),
+            hash_a,
+            "the stored hash row is excluded"
+        );
+        let stored: String = a
+            .query_row(
+                "SELECT value FROM kb_meta WHERE key = 'content_hash'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, hash_a);
+    }
+
+    #[test]
+    fn content_hash_changes_with_any_row() {
+        let edits = [
+            "UPDATE cwe SET guideline = 'x' WHERE id = 89",
+            "UPDATE cwe SET in_scope = 1 WHERE id = 943",
+            "DELETE FROM cwe_parent",
+            "UPDATE example SET code = code || ' ' WHERE cwe = 89",
+            "UPDATE kb_meta SET value = 'other' WHERE key = 'backend'",
+            "INSERT INTO cwe_fts (rowid, name, description, guideline, cause) VALUES (943, 'a', 'b', 'c', 'd')",
+            "CREATE INDEX extra ON cwe (name)",
+            // Same text, different type: the serialisation is type-tagged.
+            "UPDATE cwe SET languages = CAST('' AS BLOB) WHERE id = 89",
+        ];
+        let (_, original) = tiny_kb();
+        for edit in edits {
+            let (conn, _) = tiny_kb();
+            conn.execute_batch(edit).unwrap();
+            assert_ne!(content_hash(&conn).unwrap(), original, "{edit}");
+        }
+        let (conn, _) = tiny_kb();
+        conn.execute_batch("UPDATE kb_meta SET value = 'anything' WHERE key = 'content_hash'")
+            .unwrap();
+        assert_eq!(content_hash(&conn).unwrap(), original);
+    }
+
+    #[test]
+    fn verify_accepts_a_fresh_kb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = tiny_kb_file(dir.path());
+        let info = verify(&open_ro(&path), &path).unwrap();
+        assert_eq!(info.schema_version, SCHEMA_VERSION);
+        assert_eq!(info.cwes_in_scope, 1);
+        assert_eq!(info.backend, schema::BACKEND);
+        assert_eq!(info.content_hash.len(), 64);
+    }
+
+    #[test]
+    fn verify_rejects_a_tampered_kb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = tiny_kb_file(dir.path());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("UPDATE cwe SET guideline = '- Concatenate SQL freely.' WHERE id = 89")
+            .unwrap();
+        let err = verify(&open_ro(&path), &path).unwrap_err();
+        let Error::KbInvalid { message, .. } = &err else {
+            panic!("expected KbInvalid, got {err:?}");
+        };
+        assert!(
+            message.starts_with("content hash mismatch: stored "),
+            "{message}"
+        );
+        assert!(message.contains("modified after it was built"), "{message}");
+    }
+
+    #[test]
+    fn verify_rejects_another_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = tiny_kb_file(dir.path());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("UPDATE kb_meta SET value = '2' WHERE key = 'schema_version'")
+            .unwrap();
+        let err = verify(&open_ro(&path), &path).unwrap_err();
+        assert!(
+            matches!(&err, Error::KbInvalid { message, .. } if message.contains("schema version 2")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn verify_rejects_a_foreign_database() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        let err = verify(&conn, Path::new("other.db")).unwrap_err();
+        assert!(
+            matches!(&err, Error::KbInvalid { message, .. } if message.contains("no kb_meta")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn cwe_ids_are_normalised() {
+        assert_eq!(parse_cwe_id("cwe-022"), Some(22));
+        assert_eq!(parse_cwe_id("CWE-89"), Some(89));
+        assert_eq!(parse_cwe_id("1004"), Some(1004));
+        assert_eq!(parse_cwe_id("cwe-"), None);
+        assert_eq!(parse_cwe_id("cwe-2x"), None);
+        assert_eq!(cwe_label(22), "CWE-22");
+    }
+
+    /// The shared sources live beside the repository (`../shared` from its root).
+    fn shared_sources() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/kb-sources")
+    }
+
+    #[test]
+    fn builds_the_real_kb_deterministically() {
+        let sources = shared_sources();
+        assert!(
+            sources.join("cwe/cwec_v4.14.xml").is_file(),
+            "shared KB sources missing at {}",
+            sources.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("kb/rescue-kb.sqlite");
+        let started = std::time::Instant::now();
+        let report = build(&BuildOptions {
+            sources: sources.clone(),
+            out: out.clone(),
+        })
+        .unwrap();
+        eprintln!("built in {:?}: {report:?}", started.elapsed());
+
+        assert!((40..=150).contains(&report.cwes_in_scope), "{report:?}");
+        assert!(report.cwes_total > 900, "{report:?}");
+        let conn = open_ro(&out);
+        let info = verify(&conn, &out).unwrap();
+        assert_eq!(info.content_hash, report.content_hash);
+        assert_eq!(info.cwes_in_scope, report.cwes_in_scope);
+
+        let in_scope = |id: u32| -> bool {
+            conn.query_row("SELECT in_scope FROM cwe WHERE id = ?1", [id], |r| r.get(0))
+                .unwrap()
+        };
+        for id in [89, 79, 22] {
+            assert!(in_scope(id), "CWE-{id} should be in scope");
+        }
+        let guideline: String = conn
+            .query_row("SELECT guideline FROM cwe WHERE id = 89", [], |r| r.get(0))
+            .unwrap();
+        let lower = guideline.to_lowercase();
+        assert!(
+            lower.contains("prepared statement") || lower.contains("parameteriz"),
+            "{guideline}"
+        );
+        assert!(
+            guideline.lines().all(|l| l.starts_with("- ")),
+            "{guideline}"
+        );
+        let parents: Vec<u32> = conn
+            .prepare("SELECT parent FROM cwe_parent WHERE child = 89")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(parents.contains(&943), "{parents:?}");
+        let fts_rows: i64 = conn
+            .query_row("SELECT count(*) FROM cwe_fts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fts_rows as usize, report.cwes_in_scope);
+        let best: u32 = conn
+            .query_row(
+                "SELECT rowid FROM cwe_fts WHERE cwe_fts MATCH 'sql AND injection' ORDER BY bm25(cwe_fts) LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(best, 89);
+        drop(conn);
+
+        let again = build(&BuildOptions {
+            sources,
+            out: dir.path().join("again.sqlite"),
+        })
+        .unwrap();
+        assert_eq!(again, report);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(dir.path().join("again.sqlite")).unwrap(),
+            "the files themselves are byte-identical"
+        );
+    }
+}

@@ -48,7 +48,8 @@ pub fn join_blocks(blocks: &[String]) -> String {
     let mut out = String::new();
     for (i, block) in blocks.iter().enumerate() {
         if i > 0 {
-            let both_items = block.starts_with(ITEM_MARKER) && blocks[i - 1].starts_with(ITEM_MARKER);
+            let both_items =
+                block.starts_with(ITEM_MARKER) && blocks[i - 1].starts_with(ITEM_MARKER);
             out.push_str(if both_items { "\n" } else { "\n\n" });
         }
         out.push_str(block);
@@ -212,7 +213,10 @@ fn margin_levels(style: &str) -> usize {
         .filter(|(prop, _)| prop.trim().eq_ignore_ascii_case("margin-left"))
         .map(|(_, value)| {
             let value = value.trim();
-            let number: String = value.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+            let number: String = value
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
             match number.parse::<f64>() {
                 Ok(n) if value.ends_with("em") => n.floor().max(0.0) as usize,
                 Ok(n) if n > 0.0 => 1,
@@ -247,8 +251,13 @@ pub fn sentences(paragraph: &str) -> Vec<&str> {
                 .strip_prefix(|c: char| c.is_whitespace())
                 .map(str::trim_start)
                 .and_then(|rest| rest.chars().next())
-                .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit() || matches!(c, '"' | '\'' | '(' | '['));
-            if at_end || (next_starts_sentence && !(b == b'.' && ends_with_abbreviation(&paragraph[start..i]))) {
+                .is_some_and(|c| {
+                    c.is_uppercase() || c.is_ascii_digit() || matches!(c, '"' | '\'' | '(' | '[')
+                });
+            if at_end
+                || (next_starts_sentence
+                    && !(b == b'.' && ends_with_abbreviation(&paragraph[start..i])))
+            {
                 let sentence = paragraph[start..end].trim();
                 if !sentence.is_empty() {
                     out.push(sentence);
@@ -272,6 +281,11 @@ fn ends_with_abbreviation(before_period: &str) -> bool {
         .rsplit(|c: char| c.is_whitespace() || c == '(')
         .next()
         .unwrap_or("");
+    // "1. Data enters ...": a list label, not a one-word sentence.
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) && before_period.trim() == word
+    {
+        return true;
+    }
     // Single capitals are initials ("J. Smith"), not sentence ends.
     (word.chars().count() == 1 && word.chars().all(char::is_uppercase))
         || ABBREVIATIONS.iter().any(|a| word.eq_ignore_ascii_case(a))
@@ -296,10 +310,10 @@ pub fn leading_sentences(sentences: &[&str], max: usize) -> String {
         }
         out.push_str(s);
     }
-    if out.is_empty() {
-        if let Some(first) = sentences.first() {
-            return truncate_words(first, max);
-        }
+    if out.is_empty()
+        && let Some(first) = sentences.first()
+    {
+        return truncate_words(first, max);
     }
     out
 }
@@ -318,7 +332,9 @@ pub fn trailing_sentences(sentences: &[&str], max: usize) -> String {
         taken.push(s);
     }
     if taken.is_empty() {
-        return sentences.last().map_or_else(String::new, |s| truncate_words(s, max));
+        return sentences
+            .last()
+            .map_or_else(String::new, |s| truncate_words(s, max));
     }
     taken.reverse();
     taken.join(" ")
@@ -336,7 +352,10 @@ pub fn truncate_words(s: &str, max: usize) -> String {
         Some(space) if space > 0 => &head[..space],
         _ => head,
     };
-    format!("{}…", head.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ':'))
+    format!(
+        "{}…",
+        head.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ':')
+    )
 }
 
 /// Removes bibliography pointers such as "[REF-867]", which mean nothing
@@ -346,7 +365,10 @@ pub fn strip_references(s: &str) -> String {
     let mut rest = s;
     while let Some(pos) = rest.find("[REF-") {
         let after = &rest[pos + 5..];
-        let digits = after.chars().take_while(|c| c.is_ascii_alphanumeric()).count();
+        let digits = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
         if digits > 0 && after[digits..].starts_with(']') {
             out.push_str(&rest[..pos]);
             rest = &after[digits + 1..];
@@ -373,11 +395,17 @@ mod tests {
         flatten_code(doc.root_element())
     }
 
-    const NS: &str = r#"xmlns="http://cwe.mitre.org/cwe-7" xmlns:xhtml="http://www.w3.org/1999/xhtml""#;
+    /// Test snippets write `{NS}` where the root's namespace declarations go.
+    fn with_ns(xml: &str) -> String {
+        xml.replace(
+            "{NS}",
+            r#"xmlns="http://cwe.mitre.org/cwe-7" xmlns:xhtml="http://www.w3.org/1999/xhtml""#,
+        )
+    }
 
     #[test]
     fn br_becomes_newline_and_margins_become_indentation() {
-        let xml = format!(
+        let xml = with_ns(
             r#"<Example_Code {NS} Nature="Good" Language="C">
                   <xhtml:div>char *s;<xhtml:br/>if (i != err)<xhtml:br/>{<xhtml:br/>
                      <xhtml:div style="margin-left:1em;">s = "a";<xhtml:br/>
@@ -386,7 +414,7 @@ mod tests {
                      </xhtml:div>
                   }<xhtml:br/>
                   <xhtml:br/>printf("%s", s);</xhtml:div>
-               </Example_Code>"#
+               </Example_Code>"#,
         );
         assert_eq!(
             code_of(&xml),
@@ -396,19 +424,19 @@ mod tests {
 
     #[test]
     fn code_without_br_uses_block_edges_and_ignores_source_newlines() {
-        let xml = format!(
+        let xml = with_ns(
             r#"<Example_Code {NS}>
-                 public class Main {{<xhtml:br/>
+                 public class Main {<xhtml:br/>
                  <xhtml:div style="margin-left:1em;">
-                   void f() {{
+                   void f() {
                    <xhtml:div style="margin-left:1em;">
                      int x = 1;<xhtml:br/>
                      return;
                    </xhtml:div>
-                   }}
+                   }
                  </xhtml:div>
-                 }}
-               </Example_Code>"#
+                 }
+               </Example_Code>"#,
         );
         assert_eq!(
             code_of(&xml),
@@ -418,47 +446,71 @@ mod tests {
 
     #[test]
     fn trailing_br_before_block_end_adds_no_blank_line() {
-        let xml = format!(r#"<Example_Code {NS}><xhtml:div>a;<xhtml:br/></xhtml:div><xhtml:div>b;</xhtml:div></Example_Code>"#);
+        let xml = with_ns(
+            r#"<Example_Code {NS}><xhtml:div>a;<xhtml:br/></xhtml:div><xhtml:div>b;</xhtml:div></Example_Code>"#,
+        );
         assert_eq!(code_of(&xml), "a;\nb;");
     }
 
     #[test]
     fn tables_in_code_become_rows() {
-        let xml = format!(
+        let xml = with_ns(
             r#"<Example_Code {NS}><xhtml:table><xhtml:tr><xhtml:th>Reg</xhtml:th><xhtml:th>Val</xhtml:th></xhtml:tr>
-               <xhtml:tr><xhtml:td>A</xhtml:td><xhtml:td>0x1</xhtml:td></xhtml:tr></xhtml:table></Example_Code>"#
+               <xhtml:tr><xhtml:td>A</xhtml:td><xhtml:td>0x1</xhtml:td></xhtml:tr></xhtml:table></Example_Code>"#,
         );
         assert_eq!(code_of(&xml), "Reg | Val\nA | 0x1");
     }
 
     #[test]
     fn prose_blocks_keep_paragraphs_and_list_items() {
-        let xml = format!(
+        let xml = with_ns(
             r#"<Extended_Description {NS}>
                 <xhtml:p>First   paragraph.</xhtml:p>
                 <xhtml:ul><xhtml:li><xhtml:div>one</xhtml:div></xhtml:li><xhtml:li>two</xhtml:li></xhtml:ul>
                 <xhtml:p>Last.</xhtml:p>
-               </Extended_Description>"#
+               </Extended_Description>"#,
         );
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let blocks = flatten_blocks(doc.root_element());
         assert_eq!(blocks, ["First paragraph.", "- one", "- two", "Last."]);
-        assert_eq!(join_blocks(&blocks), "First paragraph.\n\n- one\n- two\n\nLast.");
+        assert_eq!(
+            join_blocks(&blocks),
+            "First paragraph.\n\n- one\n- two\n\nLast."
+        );
     }
 
     #[test]
     fn sentence_splitting_respects_abbreviations() {
-        let s = sentences("Use a vetted library, e.g. OWASP ESAPI. Then quote (i.e., escape) args. Done!");
-        assert_eq!(s, ["Use a vetted library, e.g. OWASP ESAPI.", "Then quote (i.e., escape) args.", "Done!"]);
-        assert_eq!(sentences("Call f(). \"Quoted\" next."), ["Call f().", "\"Quoted\" next."]);
+        let s = sentences(
+            "Use a vetted library, e.g. OWASP ESAPI. Then quote (i.e., escape) args. Done!",
+        );
+        assert_eq!(
+            s,
+            [
+                "Use a vetted library, e.g. OWASP ESAPI.",
+                "Then quote (i.e., escape) args.",
+                "Done!"
+            ]
+        );
+        assert_eq!(
+            sentences("Call f(). \"Quoted\" next."),
+            ["Call f().", "\"Quoted\" next."]
+        );
+        assert_eq!(
+            sentences("2. The data runs. Version 2. Next."),
+            ["2. The data runs.", "Version 2.", "Next."]
+        );
     }
 
     #[test]
     fn trimming_cuts_at_sentence_then_word_boundaries() {
         let s = ["One two.", "Three four five.", "Six."];
-        assert_eq!(leading_sentences(&s, 30), "One two. Three four five.");
+        assert_eq!(leading_sentences(&s, 29), "One two. Three four five.");
         assert_eq!(trailing_sentences(&s, 25), "Three four five. Six.");
-        assert_eq!(leading_sentences(&["alpha beta gamma delta."], 12), "alpha beta…");
+        assert_eq!(
+            leading_sentences(&["alpha beta gamma delta."], 12),
+            "alpha beta…"
+        );
     }
 
     #[test]

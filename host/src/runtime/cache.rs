@@ -39,7 +39,10 @@ pub fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
 }
 
 fn compile_err(error: impl std::fmt::Display) -> Error {
-    Error::Plugin { what: "compiling component".into(), message: format!("{error:#}") }
+    Error::Plugin {
+        what: "compiling component".into(),
+        message: format!("{error:#}"),
+    }
 }
 
 /// Loads `wasm` as a component, through the on-disk cache when there is one.
@@ -55,7 +58,9 @@ pub fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) ->
         // header and refuses files from another version or configuration.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(error) => tracing::warn!(path = %path.display(), "discarding unusable plugin cache entry: {error:#}"),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), "discarding unusable plugin cache entry: {error:#}")
+            }
         }
     }
     let compiled = engine.precompile_component(wasm).map_err(compile_err)?;

@@ -33,7 +33,9 @@ pub mod bindings {
 pub use bindings::rescue::plugin::types::{
     Augmentation, CodeBlock, CweHit, PluginError, RequestFacets, RetrievalParams,
 };
-use bindings::rescue::plugin::{code as wit_code, kb as wit_kb, log as wit_log, types as wit_types};
+use bindings::rescue::plugin::{
+    code as wit_code, kb as wit_kb, log as wit_log, types as wit_types,
+};
 
 /// The plugin built from `plugin/` by `host/build.rs`, embedded in the binary.
 pub const EMBEDDED_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rescue_plugin.wasm"));
@@ -79,32 +81,55 @@ struct MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
-            wasmtime::bail!("plugin memory cap of {} bytes reached (wanted {desired})", self.max_bytes);
+            wasmtime::bail!(
+                "plugin memory cap of {} bytes reached (wanted {desired})",
+                self.max_bytes
+            );
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl wit_types::Host for HostState {}
 
 impl wit_kb::Host for HostState {
-    fn query(&mut self, sql: String, params: Vec<wit_kb::SqlValue>) -> Result<Vec<wit_kb::Row>, wit_kb::KbError> {
+    fn query(
+        &mut self,
+        sql: String,
+        params: Vec<wit_kb::SqlValue>,
+    ) -> Result<Vec<wit_kb::Row>, wit_kb::KbError> {
         let params: Vec<kbcap::SqlValue> = params.into_iter().map(from_wit_value).collect();
         match self.kb.query(&sql, &params) {
-            Ok(rows) => Ok(rows.into_iter().map(|row| row.into_iter().map(to_wit_value).collect()).collect()),
+            Ok(rows) => Ok(rows
+                .into_iter()
+                .map(|row| row.into_iter().map(to_wit_value).collect())
+                .collect()),
             Err(kbcap::QueryError::Rejected(m)) => Err(wit_kb::KbError::Rejected(m)),
             Err(kbcap::QueryError::LimitExceeded(m)) => Err(wit_kb::KbError::LimitExceeded(m)),
             Err(kbcap::QueryError::Failed(m)) => Err(wit_kb::KbError::Failed(m)),
@@ -133,7 +158,11 @@ fn to_wit_value(value: kbcap::SqlValue) -> wit_kb::SqlValue {
 }
 
 impl wit_code::Host for HostState {
-    fn extract_calls(&mut self, language: String, source: String) -> Result<Vec<String>, wit_code::CodeError> {
+    fn extract_calls(
+        &mut self,
+        language: String,
+        source: String,
+    ) -> Result<Vec<String>, wit_code::CodeError> {
         code::extract_calls(&language, &source).map_err(|e| match e {
             code::CodeError::UnsupportedLanguage(l) => wit_code::CodeError::UnsupportedLanguage(l),
             code::CodeError::TooLarge(n) => wit_code::CodeError::TooLarge(n),
@@ -192,12 +221,18 @@ pub struct PluginRuntime {
 
 impl std::fmt::Debug for PluginRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRuntime").field("kb", &self.kb.path()).field("limits", &self.limits).finish()
+        f.debug_struct("PluginRuntime")
+            .field("kb", &self.kb.path())
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
 fn plugin_err(what: &str, error: impl std::fmt::Display) -> Error {
-    Error::Plugin { what: what.to_string(), message: format!("{error:#}") }
+    Error::Plugin {
+        what: what.to_string(),
+        message: format!("{error:#}"),
+    }
 }
 
 impl PluginRuntime {
@@ -223,20 +258,33 @@ impl PluginRuntime {
         let engine = Engine::new(&config).map_err(|e| plugin_err("engine", e))?;
 
         let wasm = match &source.wasm_path {
-            Some(path) => std::fs::read(path).map_err(|source| Error::Io { path: path.clone(), source })?,
+            Some(path) => std::fs::read(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?,
             None => EMBEDDED_PLUGIN.to_vec(),
         };
         let component = cache::load_component(&engine, &wasm, source.cache_dir.as_deref())?;
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| plugin_err("linking WASI", e))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| plugin_err("linking WASI", e))?;
         bindings::RescuePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| plugin_err("linking capabilities", e))?;
-        let instance_pre = linker.instantiate_pre(&component).map_err(|e| plugin_err("instantiate_pre", e))?;
-        let pre = bindings::RescuePluginPre::new(instance_pre).map_err(|e| plugin_err("exports", e))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| plugin_err("instantiate_pre", e))?;
+        let pre =
+            bindings::RescuePluginPre::new(instance_pre).map_err(|e| plugin_err("exports", e))?;
 
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, pre, kb, limits, slots: Arc::new(Semaphore::new(slots as usize)) })
+        Ok(Self {
+            engine,
+            pre,
+            kb,
+            limits,
+            slots: Arc::new(Semaphore::new(slots as usize)),
+        })
     }
 
     pub fn kb(&self) -> &Arc<KbReader> {
@@ -255,7 +303,10 @@ impl PluginRuntime {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             kb: Arc::clone(&self.kb),
-            memory: MemoryCap { max_bytes: self.limits.memory_bytes, hit: false },
+            memory: MemoryCap {
+                max_bytes: self.limits.memory_bytes,
+                hit: false,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
@@ -263,16 +314,22 @@ impl PluginRuntime {
     }
 
     /// One plugin run on the calling thread. Blocking: it runs Wasm and SQLite.
-    pub fn augment_blocking(&self, facets: &RequestFacets, params: &RetrievalParams) -> Result<Option<Augmentation>> {
+    pub fn augment_blocking(
+        &self,
+        facets: &RequestFacets,
+        params: &RetrievalParams,
+    ) -> Result<Option<Augmentation>> {
         let mut store = self.new_store();
-        store.set_fuel(self.limits.fuel).map_err(|e| plugin_err("fuel", e))?;
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| plugin_err("fuel", e))?;
         let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
 
         let outcome = self
             .pre
             .instantiate(&mut store)
-            .and_then(|plugin| plugin.call_augment(&mut store, facets, params.clone()));
+            .and_then(|plugin| plugin.call_augment(&mut store, facets, *params));
         match outcome {
             Ok(Ok(augmentation)) => Ok(augmentation),
             Ok(Err(error)) => Err(Error::PluginRun {
@@ -293,7 +350,10 @@ impl PluginRuntime {
                         _ => PluginFailure::Trap,
                     }
                 };
-                Err(Error::PluginRun { kind, message: format!("{error:#}") })
+                Err(Error::PluginRun {
+                    kind,
+                    message: format!("{error:#}"),
+                })
             }
         }
     }
@@ -305,20 +365,24 @@ impl PluginRuntime {
         facets: RequestFacets,
         params: RetrievalParams,
     ) -> Result<Option<Augmentation>> {
-        let permit = tokio::time::timeout(self.limits.timeout, Arc::clone(&self.slots).acquire_owned())
-            .await
-            .map_err(|_| Error::PluginRun {
-                kind: PluginFailure::Timeout,
-                message: "no plugin slot became free within the timeout".into(),
-            })?
-            .expect("plugin semaphore is never closed");
+        let permit =
+            tokio::time::timeout(self.limits.timeout, Arc::clone(&self.slots).acquire_owned())
+                .await
+                .map_err(|_| Error::PluginRun {
+                    kind: PluginFailure::Timeout,
+                    message: "no plugin slot became free within the timeout".into(),
+                })?
+                .expect("plugin semaphore is never closed");
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             this.augment_blocking(&facets, &params)
         })
         .await
-        .map_err(|e| Error::PluginRun { kind: PluginFailure::Trap, message: format!("plugin task panicked: {e}") })?
+        .map_err(|e| Error::PluginRun {
+            kind: PluginFailure::Trap,
+            message: format!("plugin task panicked: {e}"),
+        })?
     }
 }
 

@@ -1,0 +1,348 @@
+//! The `rescue` command line: `serve`, `kb build`, `kb verify`, `retrieve`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::capabilities::kb::{KbReader, QueryLimits};
+use crate::config::{Config, LogFormat};
+use crate::error::{Error, Result};
+use crate::runtime::{PluginLimits, PluginRuntime, PluginSource, RetrievalParams};
+use crate::server::{AppState, serve};
+use crate::upstream::Upstream;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rescue",
+    version,
+    about = "RESCUE Proxy: secure-code-generation gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Build or check the knowledge base.
+    #[command(subcommand)]
+    Kb(KbCommand),
+    /// Run retrieval on prompts without a server (same plugin code path as the
+    /// proxy) and print one JSON line per prompt.
+    Retrieve(RetrieveArgs),
+}
+
+/// Settings shared by every command that loads the plugin and knowledge base.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (unknown keys are errors).
+    #[arg(long, short, env = "RESCUE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Knowledge base file (overrides kb.path).
+    #[arg(long, env = "RESCUE_KB")]
+    pub kb: Option<PathBuf>,
+    /// Plugin component to load instead of the built-in one (overrides plugin.path).
+    #[arg(long, env = "RESCUE_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Listen address (overrides server.listen), e.g. 0.0.0.0:8080 or 127.0.0.1:0.
+    #[arg(long, env = "RESCUE_LISTEN")]
+    pub listen: Option<String>,
+    /// Upstream base URL (overrides upstream.base_url), e.g. https://api.openai.com/v1.
+    #[arg(long, env = "RESCUE_UPSTREAM")]
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KbCommand {
+    /// Build kb.sqlite from the raw sources.
+    Build {
+        /// Folder with the raw sources (cwe/, safecoder/, sven/, codeshield-rules/).
+        #[arg(long, default_value = "../shared/data/kb-sources")]
+        sources: PathBuf,
+        /// Where to write the knowledge base.
+        #[arg(long, default_value = "kb.sqlite")]
+        out: PathBuf,
+    },
+    /// Check a knowledge base's schema version and content hash.
+    Verify {
+        #[arg(default_value = "kb.sqlite")]
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RetrieveArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A single prompt; without it, JSON lines with "prompt" (and optional "lang")
+    /// are read from --input or standard input.
+    pub prompt: Option<String>,
+    /// JSONL file of prompts.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+/// Runs the command line; the process exit code follows the result.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Kb(KbCommand::Build { sources, out }) => {
+            init_logging(LogFormat::Text);
+            let report = crate::kb::build(&crate::kb::BuildOptions {
+                sources,
+                out: out.clone(),
+            })?;
+            println!(
+                "built {}: {} CWEs ({} in scope), {} examples, content hash {}",
+                out.display(),
+                report.cwes_total,
+                report.cwes_in_scope,
+                report.examples,
+                report.content_hash
+            );
+            Ok(())
+        }
+        Command::Kb(KbCommand::Verify { path }) => {
+            let info = open_verified(&path)?;
+            println!(
+                "{}: schema {}, {} CWEs in scope, backend {}, content hash {} (verified)",
+                path.display(),
+                info.schema_version,
+                info.cwes_in_scope,
+                info.backend,
+                info.content_hash
+            );
+            Ok(())
+        }
+        Command::Retrieve(args) => run_retrieve(args),
+    }
+}
+
+fn load_config(common: &CommonArgs) -> Result<Config> {
+    let mut config = match &common.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(kb) = &common.kb {
+        config.kb.path = kb.clone();
+    }
+    if let Some(plugin) = &common.plugin {
+        config.plugin.path = Some(plugin.clone());
+    }
+    Ok(config)
+}
+
+fn open_verified(path: &Path) -> Result<crate::kb::KbInfo> {
+    if !path.exists() {
+        return Err(Error::KbInvalid {
+            path: path.to_path_buf(),
+            message: "file not found (build it with `rescue kb build`, or pass --kb)".into(),
+        });
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| Error::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    crate::kb::verify(&conn, path)
+}
+
+/// Verifies the knowledge base and loads the plugin against it.
+pub fn load_runtime(config: &Config) -> Result<Arc<PluginRuntime>> {
+    let info = open_verified(&config.kb.path)?;
+    tracing::info!(
+        kb = %config.kb.path.display(),
+        schema = info.schema_version,
+        cwes = info.cwes_in_scope,
+        hash = %info.content_hash,
+        "knowledge base verified"
+    );
+    let reader = Arc::new(KbReader::new(
+        &config.kb.path,
+        QueryLimits {
+            max_steps: config.kb.query_step_limit,
+            max_rows: config.kb.query_row_limit,
+        },
+    ));
+    let source = PluginSource {
+        wasm_path: config.plugin.path.clone(),
+        cache_dir: if config.plugin.cache {
+            config
+                .plugin
+                .cache_dir
+                .clone()
+                .or_else(crate::runtime::default_cache_dir)
+        } else {
+            None
+        },
+    };
+    let limits = PluginLimits {
+        fuel: config.plugin.fuel,
+        timeout: Duration::from_millis(config.plugin.timeout_ms),
+        memory_bytes: config.plugin.memory_limit_bytes,
+        max_instances: config.plugin.max_instances,
+    };
+    let runtime = PluginRuntime::new(&source, reader, limits)?;
+    Ok(Arc::new(runtime))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESCUE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn run_serve(args: ServeArgs) -> Result<()> {
+    let mut config = load_config(&args.common)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(upstream) = args.upstream {
+        config.upstream.base_url = upstream;
+    }
+    config.validate(
+        args.common
+            .config
+            .as_deref()
+            .unwrap_or(Path::new("<flags>")),
+    )?;
+    init_logging(config.server.log_format);
+
+    let upstream = Upstream::new(&config.upstream)?;
+    let runtime = load_runtime(&config)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rescue-worker")
+        .build()
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("<tokio runtime>"),
+            source,
+        })?;
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(|source| Error::Bind { addr: config.server.listen.clone(), source })?;
+        let local = listener.local_addr().map_err(|source| Error::Bind { addr: config.server.listen.clone(), source })?;
+        tracing::info!(upstream = %config.upstream.base_url, policy = ?config.augment.policy, "listening on http://{local}");
+        // Machine-readable for scripts and tests that start on port 0.
+        println!("listening on {local}");
+        let _ = std::io::stdout().flush();
+        let state = Arc::new(AppState { config, runtime, upstream });
+        serve(listener, state, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn run_retrieve(args: RetrieveArgs) -> Result<()> {
+    init_logging(LogFormat::Text);
+    let config = load_config(&args.common)?;
+    let runtime = load_runtime(&config)?;
+    let params = RetrievalParams {
+        top_k: config.augment.top_k,
+        min_score: config.augment.min_score,
+        max_chars: config.augment.max_chars,
+    };
+    let prompts: Vec<(serde_json::Value, String, Option<String>)> =
+        match (&args.prompt, &args.input) {
+            (Some(prompt), _) => vec![(serde_json::Value::Null, prompt.clone(), None)],
+            (None, input) => {
+                let reader: Box<dyn BufRead> = match input {
+                    Some(path) => Box::new(std::io::BufReader::new(
+                        std::fs::File::open(path).map_err(|source| Error::Io {
+                            path: path.clone(),
+                            source,
+                        })?,
+                    )),
+                    None => Box::new(std::io::stdin().lock()),
+                };
+                let mut prompts = Vec::new();
+                for (n, line) in reader.lines().enumerate() {
+                    let line = line.map_err(|source| Error::Io {
+                        path: PathBuf::from("<input>"),
+                        source,
+                    })?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let row: serde_json::Value =
+                        serde_json::from_str(&line).map_err(|e| Error::BadRequest {
+                            message: format!("input line {}: {e}", n + 1),
+                        })?;
+                    let prompt = row.get("prompt").and_then(|p| p.as_str()).ok_or_else(|| {
+                        Error::BadRequest {
+                            message: format!("input line {}: no \"prompt\" string", n + 1),
+                        }
+                    })?;
+                    let lang = row.get("lang").and_then(|l| l.as_str()).map(str::to_string);
+                    prompts.push((
+                        row.get("id").cloned().unwrap_or(serde_json::Value::Null),
+                        prompt.to_string(),
+                        lang,
+                    ));
+                }
+                prompts
+            }
+        };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (id, prompt, lang) in prompts {
+        let mut facets = crate::facets::extract(&prompt, &[]);
+        if let Some(lang) = lang {
+            facets.language = Some(lang);
+        }
+        let gated = crate::policy::should_augment(config.augment.policy, &facets);
+        let result = if gated {
+            runtime.augment_blocking(&facets, &params)
+        } else {
+            Ok(None)
+        };
+        let line = match result {
+            Ok(Some(a)) => serde_json::json!({
+                "id": id, "augmented": true,
+                "cwes": a.cwes.iter().map(|c| serde_json::json!({"id": c.id, "name": c.name, "score": c.score})).collect::<Vec<_>>(),
+                "example": a.example_id, "text": a.text,
+            }),
+            Ok(None) => {
+                serde_json::json!({"id": id, "augmented": false, "gated": gated, "cwes": []})
+            }
+            Err(e) => serde_json::json!({"id": id, "augmented": false, "error": e.to_string()}),
+        };
+        writeln!(out, "{line}").map_err(|source| Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Configuration: a TOML file whose unknown keys are an error, with defaults
+//! that run on the shipped kb.sqlite without any file at all. Command-line
+//! flags and `RESCUE_*` environment variables override the file (see `cli`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub kb: KbConfig,
+    pub plugin: PluginConfig,
+    pub augment: AugmentConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Port 0 picks a free port (printed at start-up).
+    pub listen: String,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Log format: "text" or "json".
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Base URL of an OpenAI-compatible API, as given to an OpenAI SDK
+    /// (including its `/v1`). A request for `/v1/chat/completions` goes to
+    /// `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Time allowed to establish the TCP (and TLS) connection.
+    pub connect_timeout_ms: u64,
+    /// Time allowed from sending the request until the response headers arrive.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".into(),
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KbConfig {
+    /// The knowledge base built by `rescue kb build`.
+    pub path: PathBuf,
+    /// SQLite VM steps one plugin query may take, in thousands.
+    pub query_step_limit: u64,
+    /// Rows one plugin query may return.
+    pub query_row_limit: usize,
+}
+
+impl Default for KbConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("kb.sqlite"),
+            query_step_limit: 10_000,
+            query_row_limit: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// A plugin component to load instead of the one built into the binary.
+    pub path: Option<PathBuf>,
+    /// Where precompiled plugin code is cached (default: ~/.cache/rescue-proxy).
+    /// Set `cache = false` to always compile in memory.
+    pub cache_dir: Option<PathBuf>,
+    pub cache: bool,
+    /// Fuel for one run (about one unit per Wasm instruction).
+    pub fuel: u64,
+    /// Wall-clock budget for one run, including waiting for a free slot.
+    pub timeout_ms: u64,
+    /// Largest linear memory of one plugin instance.
+    pub memory_limit_bytes: usize,
+    /// Plugin runs in flight at once.
+    pub max_instances: u32,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            cache_dir: None,
+            cache: true,
+            fuel: 200_000_000,
+            timeout_ms: 250,
+            memory_limit_bytes: 64 * 1024 * 1024,
+            max_instances: 64,
+        }
+    }
+}
+
+/// When a request is treated as a code-generation task.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentPolicy {
+    /// Every chat request goes through retrieval (retrieval's threshold still
+    /// decides whether anything is injected).
+    Always,
+    /// Only requests that look like code generation (see `policy`).
+    Detect,
+    /// Pure pass-through; the plugin is never called.
+    Never,
+}
+
+/// What happens when the plugin fails (trap, fuel, timeout, memory cap).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Forward the request unaugmented; the response says why in `X-Rescue-Fail`.
+    Open,
+    /// Refuse the request with 503.
+    Closed,
+}
+
+/// Where the knowledge block goes in a chat request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// A separate system message after the client's leading system messages.
+    System,
+    /// Prepended to the last user message.
+    UserPrefix,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    pub policy: AugmentPolicy,
+    pub on_plugin_failure: FailurePolicy,
+    pub placement: Placement,
+    /// Most CWEs whose guidelines are injected.
+    pub top_k: u32,
+    /// Minimum BM25 score (FTS5, column-weighted) for a CWE to count.
+    pub min_score: f64,
+    /// Upper bound on the injected text, in characters.
+    pub max_chars: u32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            policy: AugmentPolicy::Detect,
+            on_plugin_failure: FailurePolicy::Open,
+            placement: Placement::System,
+            top_k: 4,
+            min_score: 12.0,
+            max_chars: 6_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys, wrong types and invalid values are errors
+    /// that name the file.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |message: String| {
+            Err(Error::Config {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
+        if self.augment.top_k == 0 {
+            return bad("augment.top_k must be at least 1".into());
+        }
+        if self.plugin.fuel == 0 || self.plugin.timeout_ms == 0 {
+            return bad("plugin.fuel and plugin.timeout_ms must be positive".into());
+        }
+        if self.plugin.memory_limit_bytes < 1024 * 1024 {
+            return bad("plugin.memory_limit_bytes must be at least 1 MiB".into());
+        }
+        if self.server.max_body_bytes == 0 {
+            return bad("server.max_body_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.augment.policy, AugmentPolicy::Detect);
+        assert_eq!(c.augment.on_plugin_failure, FailurePolicy::Open);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("x.toml") && text.contains("lisen"), "{text}");
+        assert!(Config::from_toml("[nonsense]\n", Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn values_are_checked() {
+        assert!(Config::from_toml("[augment]\ntop_k = 0\n", Path::new("x.toml")).is_err());
+        assert!(
+            Config::from_toml("[augment]\npolicy = \"sometimes\"\n", Path::new("x.toml")).is_err()
+        );
+        let c = Config::from_toml(
+            "[augment]\npolicy = \"always\"\non_plugin_failure = \"closed\"\nplacement = \"user-prefix\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.augment.placement, Placement::UserPrefix);
+    }
+}

@@ -1,0 +1,243 @@
+//! The raw inputs under the sources directory (see its README.md): reading
+//! them while recording a sha256 of every file read, and extracting the CWE
+//! ids that decide which weaknesses are retrieval candidates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::parse_cwe_id;
+use crate::{Error, Result};
+
+/// The MITRE CWE catalog, relative to the sources directory.
+pub const CWE_XML: &str = "cwe/cwec_v4.14.xml";
+
+/// SafeCoder pair files that exist in the snapshot (`train/sec-desc.jsonl` is
+/// missing upstream; its pairs are the SVEN training pairs read below).
+pub const SAFECODER_FILES: &[&str] = &[
+    "safecoder/data_train_val/train/sec-new-desc.jsonl",
+    "safecoder/data_train_val/val/sec-new-desc.jsonl",
+    "safecoder/data_train_val/val/sec-desc.jsonl",
+];
+
+/// SVEN keeps one `cwe-NNN.jsonl` per CWE in each split.
+pub const SVEN_DIRS: &[&str] = &["sven/data_train_val/train", "sven/data_train_val/val"];
+
+/// CodeShield Insecure Code Detector rules (regex + semgrep, CWE-tagged).
+pub const CODESHIELD_RULES: &str = "codeshield-rules/rules";
+
+/// The 2024 CWE Top 25 Most Dangerous Software Weaknesses, in rank order
+/// (MITRE, November 2024: <https://cwe.mitre.org/top25/archive/2024/2024_cwe_top25.html>).
+pub const TOP25_2024: [u32; 25] = [
+    79, 787, 89, 352, 22, 125, 78, 416, 862, 434, 94, 20, 77, 287, 269, 502, 200, 863, 918, 119,
+    476, 798, 190, 400, 306,
+];
+
+/// Reads input files relative to the sources root and remembers the sha256
+/// of each, so the built KB records exactly what it was made from.
+pub struct SourceFiles {
+    root: PathBuf,
+    hashes: BTreeMap<String, String>,
+}
+
+impl SourceFiles {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            hashes: BTreeMap::new(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        rel.split('/')
+            .fold(self.root.clone(), |p, part| p.join(part))
+    }
+
+    pub fn read(&mut self, rel: &str) -> Result<Vec<u8>> {
+        let path = self.path(rel);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path, source })?;
+        self.hashes
+            .insert(rel.to_owned(), hex::encode(Sha256::digest(&bytes)));
+        Ok(bytes)
+    }
+
+    pub fn read_text(&mut self, rel: &str) -> Result<String> {
+        let bytes = self.read(rel)?;
+        String::from_utf8(bytes).map_err(|e| Error::KbSource {
+            path: self.path(rel),
+            message: format!("not valid UTF-8: {e}"),
+        })
+    }
+
+    /// Relative paths of the files under `rel_dir` (recursively when asked)
+    /// whose name satisfies `keep`, sorted so the build reads them in a fixed order.
+    pub fn list(
+        &self,
+        rel_dir: &str,
+        recursive: bool,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.list_into(rel_dir, recursive, keep, &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn list_into(
+        &self,
+        rel_dir: &str,
+        recursive: bool,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
+        let dir = self.path(rel_dir);
+        let io_error = |source| Error::Io {
+            path: dir.clone(),
+            source,
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_error)? {
+            let entry = entry.map_err(io_error)?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let is_dir = std::fs::metadata(entry.path()).map_err(io_error)?.is_dir();
+            entries.push((name, is_dir));
+        }
+        for (name, is_dir) in entries {
+            let rel = format!("{rel_dir}/{name}");
+            if is_dir {
+                if recursive {
+                    self.list_into(&rel, recursive, keep, out)?;
+                }
+            } else if keep(&name) {
+                out.push(rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// sha256 (hex) of every file read, by relative path.
+    pub fn into_hashes(self) -> BTreeMap<String, String> {
+        self.hashes
+    }
+}
+
+#[derive(Deserialize)]
+struct PairRecord {
+    vul_type: String,
+}
+
+/// CWE labels (`vul_type`, e.g. "cwe-022") of every pair in a JSON-lines file.
+pub fn dataset_cwes(files: &mut SourceFiles, rel: &str) -> Result<BTreeSet<u32>> {
+    let text = files.read_text(rel)?;
+    let mut cwes = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: String| Error::KbSource {
+            path: files.path(rel),
+            message: format!("line {}: {message}", n + 1),
+        };
+        let record: PairRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let id = parse_cwe_id(&record.vul_type)
+            .ok_or_else(|| bad(format!("vul_type {:?} is not a CWE id", record.vul_type)))?;
+        cwes.insert(id);
+    }
+    if cwes.is_empty() {
+        return Err(Error::KbSource {
+            path: files.path(rel),
+            message: "no labelled pairs".into(),
+        });
+    }
+    Ok(cwes)
+}
+
+/// Every CWE labelled in the SafeCoder pair files.
+pub fn safecoder_cwes(files: &mut SourceFiles) -> Result<BTreeSet<u32>> {
+    let mut cwes = BTreeSet::new();
+    for rel in SAFECODER_FILES {
+        cwes.extend(dataset_cwes(files, rel)?);
+    }
+    Ok(cwes)
+}
+
+/// Every CWE labelled in the SVEN pair files of both splits.
+pub fn sven_cwes(files: &mut SourceFiles) -> Result<BTreeSet<u32>> {
+    let mut cwes = BTreeSet::new();
+    for dir in SVEN_DIRS {
+        let names = files.list(dir, false, &|name| {
+            name.starts_with("cwe-") && name.ends_with(".jsonl")
+        })?;
+        if names.is_empty() {
+            return Err(Error::KbSource {
+                path: files.path(dir),
+                message: "no cwe-*.jsonl files".into(),
+            });
+        }
+        for rel in names {
+            cwes.extend(dataset_cwes(files, &rel)?);
+        }
+    }
+    Ok(cwes)
+}
+
+/// Every `CWE-<n>` referenced by a CodeShield rule file (YAML sources and the
+/// compiled JSON rule sets; test fixtures and the README are not rules).
+pub fn codeshield_cwes(files: &mut SourceFiles) -> Result<BTreeSet<u32>> {
+    let names = files.list(CODESHIELD_RULES, true, &|name| {
+        name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+    })?;
+    let mut cwes = BTreeSet::new();
+    for rel in names {
+        let bytes = files.read(&rel)?;
+        cwes.extend(scan_cwe_refs(&String::from_utf8_lossy(&bytes)));
+    }
+    if cwes.is_empty() {
+        return Err(Error::KbSource {
+            path: files.path(CODESHIELD_RULES),
+            message: "no CWE-<n> references in any rule file".into(),
+        });
+    }
+    Ok(cwes)
+}
+
+/// The ids of all `CWE-<digits>` occurrences (the `\bCWE-\d+` of a grep).
+pub fn scan_cwe_refs(text: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = text[from..].find("CWE-") {
+        let start = from + pos;
+        let digits_start = start + 4;
+        let digits = bytes[digits_start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let at_word_start = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        if digits > 0
+            && at_word_start
+            && let Ok(id) = text[digits_start..digits_start + digits].parse()
+        {
+            out.push(id);
+        }
+        from = digits_start + digits;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cwe_references() {
+        assert_eq!(
+            scan_cwe_refs("cwe_id: CWE-022\n  cwe: \"CWE-89: SQLi\" XCWE-1 CWE-x CWE-1240"),
+            [22, 89, 1240]
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The client side: where requests go, which headers cross, and how long the
+//! proxy waits. Response bodies are handed back unread, so streams flow
+//! through frame by frame.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::error::{Error, Result};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the proxy.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// One upstream API, reached through a pooled HTTP/1.1 + HTTP/2 client.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<Connector, ProxyBody>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's path without a trailing slash, e.g. "/v1" or "/openai/v1".
+    prefix: String,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Self> {
+        let bad = |message: &str| Error::UpstreamUrl {
+            url: config.base_url.clone(),
+            message: message.to_string(),
+        };
+        let uri: Uri = config
+            .base_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| bad("needs a scheme (http:// or https://)"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(bad("scheme must be http or https"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("needs a host"))?;
+        if uri.query().is_some() {
+            return Err(bad("must not have a query string"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout()));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| bad(&format!("TLS set-up: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            prefix,
+            response_timeout: config.response_timeout(),
+        })
+    }
+
+    /// Maps a client path onto the upstream: the proxy serves the API under
+    /// `/v1`, the base URL already ends in the upstream's version prefix, so
+    /// `/v1/chat/completions` becomes `{base}/chat/completions`. Paths outside
+    /// `/v1` are appended to the base URL whole.
+    pub fn target(&self, path_and_query: &str) -> Result<Uri> {
+        let rest = match path_and_query.strip_prefix("/v1") {
+            Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => rest,
+            _ => path_and_query,
+        };
+        let rest = if rest.is_empty() || rest.starts_with('?') {
+            format!("/{rest}")
+        } else {
+            rest.to_string()
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{rest}", self.prefix))
+            .build()
+            .map_err(|e| Error::UpstreamUrl {
+                url: path_and_query.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Sends a request and waits for the response headers (not the body).
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err(Error::UpstreamTimeout {
+                after_ms: self.response_timeout.as_millis() as u64,
+            }),
+            Ok(Err(error)) => Err(Error::UpstreamUnavailable {
+                message: describe(&error),
+            }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+/// The innermost cause is the useful part ("connection refused").
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including any the
+/// `Connection` header names: they describe one connection, not the message.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base: &str) -> Upstream {
+        Upstream::new(&UpstreamConfig {
+            base_url: base.into(),
+            ..UpstreamConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn maps_paths_onto_the_base_url() {
+        let u = upstream("http://127.0.0.1:9000/v1");
+        assert_eq!(
+            u.target("/v1/chat/completions").unwrap(),
+            "http://127.0.0.1:9000/v1/chat/completions"
+        );
+        assert_eq!(
+            u.target("/v1/models?limit=2").unwrap(),
+            "http://127.0.0.1:9000/v1/models?limit=2"
+        );
+        assert_eq!(
+            u.target("/health").unwrap(),
+            "http://127.0.0.1:9000/v1/health"
+        );
+        assert_eq!(
+            u.target("/v10/x").unwrap(),
+            "http://127.0.0.1:9000/v1/v10/x"
+        );
+        let prefixed = upstream("https://gw.example.com/openai/v1/");
+        assert_eq!(
+            prefixed.target("/v1/chat/completions").unwrap(),
+            "https://gw.example.com/openai/v1/chat/completions"
+        );
+        let bare = upstream("http://localhost:1");
+        assert_eq!(
+            bare.target("/v1/models").unwrap(),
+            "http://localhost:1/models"
+        );
+    }
+
+    #[test]
+    fn rejects_unusable_base_urls() {
+        for bad in [
+            "localhost:8080",
+            "ftp://x/v1",
+            "http://x/v1?a=b",
+            "not a url",
+        ] {
+            assert!(
+                Upstream::new(&UpstreamConfig {
+                    base_url: bad.into(),
+                    ..UpstreamConfig::default()
+                })
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("authorization", "Bearer k".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("authorization"));
+    }
+}
