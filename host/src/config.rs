@@ -175,7 +175,8 @@ pub struct AugmentConfig {
     pub placement: Placement,
     /// Most CWEs whose guidelines are injected.
     pub top_k: u32,
-    /// Minimum BM25 score (FTS5, column-weighted) for a CWE to count.
+    /// Minimum retrieval score for a CWE to count: column-weighted BM25 (FTS5)
+    /// divided by the square root of the number of query terms.
     pub min_score: f64,
     /// Upper bound on the injected text, in characters.
     pub max_chars: u32,
@@ -188,7 +189,7 @@ impl Default for AugmentConfig {
             on_plugin_failure: FailurePolicy::Open,
             placement: Placement::System,
             top_k: 4,
-            min_score: 12.0,
+            min_score: 3.2,
             max_chars: 6_000,
         }
     }

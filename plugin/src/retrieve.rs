@@ -2,9 +2,11 @@
 //!
 //! The first retrieval stage of RESCUE, lexical facet only: the task words and
 //! the APIs called in any code of the conversation are matched with BM25
-//! (SQLite FTS5) against each in-scope CWE's name, description, guideline and
-//! cause. A CWE counts only above `min-score`; if none does, the request is not
-//! augmented, which is the common case for ordinary programming tasks.
+//! (SQLite FTS5) against each in-scope CWE's name, description, guideline,
+//! cause and the task descriptions of its code pairs. The score is BM25 divided
+//! by the square root of the number of query terms. A CWE counts only above
+//! `min-score`; if none does, the request is not augmented, which is the common
+//! case for ordinary programming tasks.
 
 use crate::bindings::rescue::plugin::kb::SqlValue;
 use crate::compose::{self, Knowledge, SecureExample};
@@ -14,9 +16,10 @@ use crate::{Augmentation, Capabilities, CweHit, PluginError, RequestFacets, Retr
 /// How many candidates the lexical search returns before thresholding.
 const CANDIDATES: i64 = 20;
 
-/// Column weights for bm25(cwe_fts, name, description, guideline, cause): the
-/// name is short and precise, so a hit there says the most.
-const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5) AS score, c.guideline \
+/// Column weights for bm25(cwe_fts, name, description, guideline, cause, tasks):
+/// the name is short and precise, so a hit there says the most; the pairs'
+/// task descriptions are phrased like requests.
+const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5, 1.0) AS score, c.guideline \
      FROM cwe_fts JOIN cwe c ON c.id = cwe_fts.rowid \
      WHERE cwe_fts MATCH ?1 AND c.in_scope = 1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
@@ -86,6 +89,10 @@ pub fn augment(
         )
         .map_err(PluginError::Kb)?;
 
+    // BM25 sums over query terms, so long prompts (a docstring, a pasted
+    // file) pile up weak matches; dividing by sqrt(#terms) makes one
+    // threshold work for a one-line request and a long one alike.
+    let length_norm = (terms.len() as f64).sqrt();
     let mut hits = Vec::new();
     for row in rows {
         let [
@@ -99,14 +106,15 @@ pub fn augment(
                 "unexpected cwe search row {row:?}"
             )));
         };
-        if *score < params.min_score {
+        let score = score / length_norm;
+        if score < params.min_score {
             break;
         }
         hits.push((
             CweHit {
                 id: format!("CWE-{id}"),
                 name: name.clone(),
-                score: *score,
+                score,
             },
             *id,
             guideline.clone(),
@@ -216,7 +224,7 @@ mod tests {
     fn params() -> RetrievalParams {
         RetrievalParams {
             top_k: 2,
-            min_score: 5.0,
+            min_score: 3.0,
             max_chars: 4000,
         }
     }
@@ -259,7 +267,29 @@ mod tests {
             calls: vec![],
         };
         assert!(
-            augment(&kb, &facets("sort a list of numbers"), &params())
+            augment(&kb, &facets("parse the log entries"), &params())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn scores_are_normalised_by_query_length() {
+        let kb = FakeKb {
+            search_rows: vec![row(89, "SQL Injection", 12.0)],
+            example_rows: vec![],
+            queries: RefCell::default(),
+            calls: vec![],
+        };
+        // 12 / sqrt(3) = 6.9 passes; 12 / sqrt(25) = 2.4 does not.
+        assert!(
+            augment(&kb, &facets("build sql query"), &params())
+                .unwrap()
+                .is_some()
+        );
+        let long_task: Vec<String> = (0..25).map(|i| format!("word{i}x")).collect();
+        assert!(
+            augment(&kb, &facets(&long_task.join(" ")), &params())
                 .unwrap()
                 .is_none()
         );

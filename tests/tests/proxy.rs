@@ -82,14 +82,15 @@ async fn sql_task_is_augmented_with_cwe_89_guidance() {
     assert!(knowledge.contains("CWE-89"), "{knowledge}");
     assert!(knowledge.contains("# General Security Guidelines"));
     assert_eq!(messages[2], json!({"role": "user", "content": SQL_TASK}));
-    // Everything else is as the client sent it, in its order, numbers exact.
+    // Everything else is as the client sent it: its order, and each value's
+    // exact text (spacing, number spelling).
     let text = String::from_utf8(upstream.single().body.to_vec()).unwrap();
     assert!(
         text.starts_with("{\"model\":\"gpt-test\",\"temperature\":0.10,\"messages\":"),
         "{text}"
     );
     assert!(
-        text.ends_with(",\"x_vendor\":{\"z\":1,\"a\":[1.0e2]}}"),
+        text.ends_with(",\"x_vendor\":{\"z\": 1, \"a\": [1.0e2]}}"),
         "{text}"
     );
 }

@@ -62,6 +62,7 @@ pub(crate) struct CweRow {
     pub guideline: String,
     pub cause: String,
     pub languages: String,
+    pub tasks: String,
     pub in_scope: bool,
     pub scope_reason: String,
 }
@@ -163,6 +164,8 @@ fn collect(root: &Path) -> Result<KbContent> {
         }
     }
 
+    let tasks = sources::safecoder_tasks(&mut files)?;
+
     let mut content = KbContent::default();
     for (&id, weakness) in &catalog.weaknesses {
         let scope_reason = scope.get(&id).cloned();
@@ -176,6 +179,7 @@ fn collect(root: &Path) -> Result<KbContent> {
             guideline: catalog.guideline(id),
             cause: compose_cause(weakness),
             languages: weakness.languages.join(","),
+            tasks: tasks.get(&id).map(|t| t.join("\n")).unwrap_or_default(),
             in_scope: scope_reason.is_some(),
             scope_reason: scope_reason.unwrap_or_default(),
         });
@@ -305,11 +309,11 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
 
         let mut insert = tx.prepare(
             "INSERT INTO cwe (id, name, abstraction, status, description, extended_description, \
-             guideline, cause, languages, in_scope, scope_reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             guideline, cause, languages, tasks, in_scope, scope_reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let mut insert_fts =
-            tx.prepare("INSERT INTO cwe_fts (rowid, name, description, guideline, cause) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            tx.prepare("INSERT INTO cwe_fts (rowid, name, description, guideline, cause, tasks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         let mut cwes: Vec<&CweRow> = content.cwes.iter().collect();
         cwes.sort_by_key(|c| c.id);
         for c in cwes {
@@ -323,11 +327,19 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
                 c.guideline,
                 c.cause,
                 c.languages,
+                c.tasks,
                 c.in_scope,
                 c.scope_reason
             ])?;
             if c.in_scope {
-                insert_fts.execute(params![c.id, c.name, c.description, c.guideline, c.cause])?;
+                insert_fts.execute(params![
+                    c.id,
+                    c.name,
+                    c.description,
+                    c.guideline,
+                    c.cause,
+                    c.tasks
+                ])?;
             }
         }
 

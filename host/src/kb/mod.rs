@@ -84,7 +84,7 @@ pub fn verify(conn: &rusqlite::Connection, path: &Path) -> Result<KbInfo> {
         .map_err(sqlite)?;
     if !has_meta {
         return Err(invalid(
-            "not a RESCUE knowledge base (no kb_meta table); build one with the kb build command"
+            "not a RESCUE knowledge base (no kb_meta table); build one with `rescue kb build`"
                 .into(),
         ));
     }
@@ -106,7 +106,7 @@ pub fn verify(conn: &rusqlite::Connection, path: &Path) -> Result<KbInfo> {
     })?;
     if schema_version != SCHEMA_VERSION {
         return Err(invalid(format!(
-            "schema version {schema_version}, but this build of rescue reads version {SCHEMA_VERSION} — rebuild the knowledge base"
+            "schema version {schema_version}, but this build of rescue reads version {SCHEMA_VERSION} — rebuild it with `rescue kb build`"
         )));
     }
     let user_version: u32 = conn
@@ -259,7 +259,7 @@ mod tests {
             "DELETE FROM cwe_parent",
             "UPDATE example SET code = code || ' ' WHERE cwe = 89",
             "UPDATE kb_meta SET value = 'other' WHERE key = 'backend'",
-            "INSERT INTO cwe_fts (rowid, name, description, guideline, cause) VALUES (943, 'a', 'b', 'c', 'd')",
+            "INSERT INTO cwe_fts (rowid, name, description, guideline, cause, tasks) VALUES (943, 'a', 'b', 'c', 'd', 'e')",
             "CREATE INDEX extra ON cwe (name)",
             // Same text, different type: the serialisation is type-tagged.
             "UPDATE cwe SET languages = CAST('' AS BLOB) WHERE id = 89",
@@ -312,11 +312,11 @@ mod tests {
         let path = tiny_kb_file(dir.path());
         Connection::open(&path)
             .unwrap()
-            .execute_batch("UPDATE kb_meta SET value = '2' WHERE key = 'schema_version'")
+            .execute_batch("UPDATE kb_meta SET value = '99' WHERE key = 'schema_version'")
             .unwrap();
         let err = verify(&open_ro(&path), &path).unwrap_err();
         assert!(
-            matches!(&err, Error::KbInvalid { message, .. } if message.contains("schema version 2")),
+            matches!(&err, Error::KbInvalid { message, .. } if message.contains("schema version 99")),
             "{err:?}"
         );
     }

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -29,6 +29,7 @@ CREATE TABLE cwe (
   guideline TEXT NOT NULL,             -- up to 5 "- " lines from Potential_Mitigations
   cause TEXT NOT NULL,                 -- what makes code vulnerable (<= ~400 chars)
   languages TEXT NOT NULL,             -- e.g. "c,c++,java"; '' = language-independent
+  tasks TEXT NOT NULL,                 -- task descriptions of the CWE's code pairs, one per line (SafeCoder); '' if none
   in_scope INTEGER NOT NULL,           -- 1 = retrieval candidate
   scope_reason TEXT NOT NULL           -- e.g. "top25-2024,safecoder,sven,codeshield"; '' when out of scope
 );
@@ -53,10 +54,12 @@ CREATE TABLE example (
 );
 CREATE INDEX example_by_cwe ON example (cwe, id);
 
--- Full-text index for BM25 retrieval, one row per in-scope CWE, rowid = cwe id:
+-- Full-text index for BM25 retrieval, one row per in-scope CWE, rowid = cwe id.
+-- `tasks` holds coding tasks phrased as users phrase them, which is what
+-- requests look like; the catalog's prose alone matches them poorly:
 --   SELECT rowid FROM cwe_fts WHERE cwe_fts MATCH ? ORDER BY bm25(cwe_fts, ...)
 CREATE VIRTUAL TABLE cwe_fts USING fts5(
-  name, description, guideline, cause,
+  name, description, guideline, cause, tasks,
   tokenize = 'porter unicode61'
 );
 "#;
@@ -95,6 +98,7 @@ CWE for research, development, and commercial purposes. Any copy you make for \
 such purposes is authorized on the condition that you reproduce MITRE's \
 copyright designation and this license in any such copy. The CWE content is \
 provided \"as is\", without warranty (see the Terms of Use for the full disclaimers).\n\
-The CWE labels that select the in-scope weaknesses come from SafeCoder and SVEN \
+The CWE labels that select the in-scope weaknesses, and the task descriptions \
+in cwe.tasks, come from SafeCoder and SVEN \
 (MIT License, Copyright (c) 2024 SRI Lab, ETH Zurich) and from the CodeShield \
 rules of PurpleLlama (MIT License, Copyright (c) Meta Platforms, Inc. and affiliates).";

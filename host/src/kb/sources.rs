@@ -128,6 +128,8 @@ impl SourceFiles {
 #[derive(Deserialize)]
 struct PairRecord {
     vul_type: String,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 /// CWE labels (`vul_type`, e.g. "cwe-022") of every pair in a JSON-lines file.
@@ -163,6 +165,38 @@ pub fn safecoder_cwes(files: &mut SourceFiles) -> Result<BTreeSet<u32>> {
         cwes.extend(dataset_cwes(files, rel)?);
     }
     Ok(cwes)
+}
+
+/// The natural-language task descriptions of the SafeCoder pairs ("Write a
+/// Python function that ..."), per CWE, deduplicated and sorted so the build
+/// is deterministic. SVEN pairs carry no descriptions.
+pub fn safecoder_tasks(files: &mut SourceFiles) -> Result<BTreeMap<u32, Vec<String>>> {
+    let mut tasks: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for rel in SAFECODER_FILES {
+        let text = files.read_text(rel)?;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record: PairRecord = serde_json::from_str(line).map_err(|e| Error::KbSource {
+                path: files.path(rel),
+                message: format!("line {}: {e}", n + 1),
+            })?;
+            let (Some(id), Some(description)) =
+                (parse_cwe_id(&record.vul_type), record.description)
+            else {
+                continue;
+            };
+            let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !description.is_empty() {
+                tasks.entry(id).or_default().insert(description);
+            }
+        }
+    }
+    Ok(tasks
+        .into_iter()
+        .map(|(id, set)| (id, set.into_iter().collect()))
+        .collect())
 }
 
 /// Every CWE labelled in the SVEN pair files of both splits.

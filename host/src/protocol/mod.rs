@@ -3,3 +3,4 @@
 //! it, and shapes error bodies the way that protocol's clients expect.
 
 pub mod openai;
+pub mod raw;

@@ -2,12 +2,13 @@
 //! block applied as a system message or a prefix of the last user turn, and
 //! OpenAI-style error bodies.
 //!
-//! Bodies are handled as `serde_json::Value` with `preserve_order` and
-//! `arbitrary_precision`, so every field the proxy does not touch (known or
-//! not) keeps its key order and its exact number text.
+//! Facets are read from a parsed `serde_json::Value`; the body is rewritten with
+//! `protocol::raw`, so every field the proxy does not touch (known or not)
+//! keeps its order and its exact text.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::raw::{self, RawObject};
 use crate::config::Placement;
 use crate::facets;
 use crate::runtime::RequestFacets;
@@ -53,44 +54,58 @@ pub fn chat_facets(body: &Value) -> Option<RequestFacets> {
     Some(facets::extract(&task, &earlier))
 }
 
-/// Inserts the knowledge block into a chat request. Returns false (and leaves
-/// the body alone) when the body has no place for it.
-pub fn apply_chat(body: &mut Value, knowledge: &str, placement: Placement) -> bool {
-    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else {
-        return false;
-    };
+#[derive(serde::Deserialize)]
+struct RoleOnly {
+    role: Option<String>,
+}
+
+fn raw_role(message: &serde_json::value::RawValue) -> Option<String> {
+    serde_json::from_str::<RoleOnly>(message.get())
+        .ok()
+        .and_then(|m| m.role)
+}
+
+/// Inserts the knowledge block into a chat request body and returns the new
+/// body, or `None` (leave the request alone) when it has no place for it.
+/// Only `messages` is rebuilt, and within it only the message that changes;
+/// every other byte of every other value is the client's.
+pub fn apply_chat(body: &str, knowledge: &str, placement: Placement) -> Option<String> {
+    let mut top = RawObject::parse(body)?;
+    let mut messages = raw::array_elements(top.get("messages")?)?;
     match placement {
         Placement::System => {
             // After the client's own leading instructions, before the dialogue:
             // the client's system prompt keeps its first position.
             let at = messages
                 .iter()
-                .position(|m| !matches!(role(m), Some("system" | "developer")))
+                .position(|m| !matches!(raw_role(m).as_deref(), Some("system" | "developer")))
                 .unwrap_or(messages.len());
-            let mut message = Map::new();
-            message.insert("role".into(), Value::String("system".into()));
-            message.insert("content".into(), Value::String(knowledge.to_string()));
-            messages.insert(at, Value::Object(message));
-            true
+            messages.insert(
+                at,
+                raw::to_raw(&json!({"role": "system", "content": knowledge})),
+            );
         }
         Placement::UserPrefix => {
-            let Some(last_user) = messages.iter_mut().rev().find(|m| role(m) == Some("user"))
-            else {
-                return false;
+            let last_user = messages
+                .iter()
+                .rposition(|m| raw_role(m).as_deref() == Some("user"))?;
+            let mut message = RawObject::parse(messages[last_user].get())?;
+            let content = message.get("content")?;
+            let new_content = match serde_json::from_str::<Value>(content.get()).ok()? {
+                Value::String(text) => raw::to_raw(&format!("{knowledge}\n{text}")),
+                Value::Array(_) => {
+                    let mut parts = raw::array_elements(content)?;
+                    parts.insert(0, raw::to_raw(&json!({"type": "text", "text": knowledge})));
+                    raw::raw_array(&parts)
+                }
+                _ => return None,
             };
-            match last_user.get_mut("content") {
-                Some(Value::String(s)) => {
-                    *s = format!("{knowledge}\n{s}");
-                    true
-                }
-                Some(Value::Array(parts)) => {
-                    parts.insert(0, json!({"type": "text", "text": knowledge}));
-                    true
-                }
-                _ => false,
-            }
+            message.set("content", new_content);
+            messages[last_user] = message.to_raw();
         }
     }
+    top.set("messages", raw::raw_array(&messages));
+    Some(top.to_json())
 }
 
 /// An OpenAI-style error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -102,39 +117,35 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn body() -> Value {
-        serde_json::from_str(
-            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1,"a":2}}"#,
-        )
-        .unwrap()
+    fn body() -> &'static str {
+        r#"{"model":"m", "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1e5,"a":2}}"#
     }
 
     #[test]
     fn system_placement_keeps_everything_else() {
-        let mut b = body();
-        assert!(apply_chat(&mut b, "KNOWLEDGE", Placement::System));
-        let text = serde_json::to_string(&b).unwrap();
+        let text = apply_chat(body(), "KNOWLEDGE", Placement::System).unwrap();
         assert_eq!(
             text,
-            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"system","content":"KNOWLEDGE"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1,"a":2}}"#
+            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"system","content":"KNOWLEDGE"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1e5,"a":2}}"#
         );
     }
 
     #[test]
     fn user_prefix_placement_handles_strings_and_parts() {
-        let mut b = body();
-        assert!(apply_chat(&mut b, "K", Placement::UserPrefix));
+        let b: Value =
+            serde_json::from_str(&apply_chat(body(), "K", Placement::UserPrefix).unwrap()).unwrap();
         assert_eq!(
             b["messages"][1]["content"],
             "K\nWrite a Python function that runs a shell command"
         );
-        let mut parts: Value = serde_json::from_str(
-            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
-        )
-        .unwrap();
-        assert!(apply_chat(&mut parts, "K", Placement::UserPrefix));
+        let parts = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
+        let parts: Value =
+            serde_json::from_str(&apply_chat(parts, "K", Placement::UserPrefix).unwrap()).unwrap();
         assert_eq!(parts["messages"][0]["content"][0]["text"], "K");
         assert_eq!(parts["messages"][0]["content"][1]["text"], "hi");
+        let no_user = r#"{"messages":[{"role":"assistant","content":"x"}]}"#;
+        assert!(apply_chat(no_user, "K", Placement::UserPrefix).is_none());
+        assert!(apply_chat(r#"{"prompt":"x"}"#, "K", Placement::System).is_none());
     }
 
     #[test]

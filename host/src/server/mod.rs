@@ -186,14 +186,12 @@ async fn chat_completions(
             .await
         {
             Ok(Some(augmentation)) => {
-                let mut json = json;
-                if openai::apply_chat(
-                    &mut json,
-                    &augmentation.text,
-                    state.config.augment.placement,
-                ) {
-                    forwarded =
-                        Bytes::from(serde_json::to_vec(&json).expect("a JSON value serialises"));
+                // The body parsed as JSON above, so it is UTF-8.
+                let text = std::str::from_utf8(&forwarded).unwrap_or_default();
+                if let Some(rewritten) =
+                    openai::apply_chat(text, &augmentation.text, state.config.augment.placement)
+                {
+                    forwarded = Bytes::from(rewritten);
                     outcome.augmented = true;
                     outcome.cwes = augmentation.cwes.into_iter().map(|c| c.id).collect();
                 }
