@@ -51,16 +51,19 @@ pub fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) ->
         return Component::new(engine, wasm).map_err(compile_err);
     };
     let path = dir.join(format!("rescue-plugin-{}.cwasm", cache_key(engine, wasm)));
-    if path.exists() {
+    // Read into memory rather than `deserialize_file`: a mapped file that
+    // someone truncates or rewrites in place would crash the process (SIGBUS).
+    if let Ok(bytes) = std::fs::read(&path) {
         // SAFETY: the file is only ever written by `precompile_component` of an
         // engine with the same compatibility hash (it is in the name), into a
         // directory created private to this user. wasmtime still checks the
         // header and refuses files from another version or configuration.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => return Ok(component),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), "discarding unusable plugin cache entry: {error:#}")
-            }
+            Err(error) => tracing::warn!(
+                path = %path.display(),
+                "discarding unusable plugin cache entry: {error:#}"
+            ),
         }
     }
     let compiled = engine.precompile_component(wasm).map_err(compile_err)?;

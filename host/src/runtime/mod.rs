@@ -411,3 +411,190 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
         .map(|base| base.join("rescue-proxy"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::kb::QueryLimits;
+
+    fn shipped_kb() -> Arc<KbReader> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kb.sqlite");
+        Arc::new(KbReader::new(
+            &path,
+            QueryLimits {
+                max_steps: 10_000,
+                max_rows: 1_000,
+            },
+        ))
+    }
+
+    fn limits() -> PluginLimits {
+        PluginLimits {
+            fuel: 200_000_000,
+            timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            max_instances: 4,
+        }
+    }
+
+    fn sql_task() -> RequestFacets {
+        RequestFacets {
+            task: "Write a Python function that builds an SQL query from a user-supplied name"
+                .into(),
+            code_blocks: vec![],
+            language: Some("python".into()),
+        }
+    }
+
+    fn params() -> RetrievalParams {
+        RetrievalParams {
+            top_k: 4,
+            min_score: 3.2,
+            max_chars: 6000,
+        }
+    }
+
+    #[test]
+    fn the_embedded_plugin_retrieves_from_the_shipped_kb() {
+        let runtime = PluginRuntime::new(&PluginSource::default(), shipped_kb(), limits()).unwrap();
+        let out = runtime
+            .augment_blocking(&sql_task(), &params())
+            .unwrap()
+            .expect("augmented");
+        assert_eq!(out.cwes[0].id, "CWE-89");
+        // Each run gets a fresh store: a second run sees no state from the first.
+        let again = runtime
+            .augment_blocking(&sql_task(), &params())
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.text, out.text);
+    }
+
+    #[test]
+    fn fuel_exhaustion_is_reported_as_such() {
+        let runtime = PluginRuntime::new(
+            &PluginSource::default(),
+            shipped_kb(),
+            PluginLimits {
+                fuel: 5_000,
+                ..limits()
+            },
+        )
+        .unwrap();
+        let err = runtime
+            .augment_blocking(&sql_task(), &params())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PluginRun {
+                    kind: PluginFailure::Fuel,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_memory_cap_below_the_plugin_footprint_is_refused_at_load() {
+        let err = PluginRuntime::new(
+            &PluginSource::default(),
+            shipped_kb(),
+            PluginLimits {
+                memory_bytes: 1 << 20,
+                ..limits()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn a_run_that_outgrows_the_memory_cap_fails_as_a_memory_failure() {
+        let runtime = PluginRuntime::new(
+            &PluginSource::default(),
+            shipped_kb(),
+            PluginLimits {
+                memory_bytes: 4 << 20,
+                ..limits()
+            },
+        )
+        .unwrap();
+        let mut huge = sql_task();
+        huge.task = "sql ".repeat(2 << 20);
+        let err = runtime.augment_blocking(&huge, &params()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PluginRun {
+                    kind: PluginFailure::Memory,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The failure was confined to that run's store.
+        assert!(
+            runtime
+                .augment_blocking(&sql_task(), &params())
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn precompiled_cache_is_written_reused_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = PluginSource {
+            wasm_path: None,
+            cache_dir: Some(dir.path().to_path_buf()),
+        };
+        PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(entries[0].extension().is_some_and(|e| e == "cwasm"));
+        let written = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+
+        // A second load uses the entry as it is.
+        let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
+        assert!(
+            runtime
+                .augment_blocking(&sql_task(), &params())
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+            written
+        );
+
+        // A corrupt entry is replaced, not trusted.
+        std::fs::write(&entries[0], b"not a cwasm").unwrap();
+        let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
+        assert!(
+            runtime
+                .augment_blocking(&sql_task(), &params())
+                .unwrap()
+                .is_some()
+        );
+        assert!(std::fs::metadata(&entries[0]).unwrap().len() > 1000);
+    }
+
+    #[test]
+    fn a_component_of_another_world_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("empty.wasm");
+        // The smallest valid component: no exports, so no `augment`.
+        std::fs::write(&wasm, [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]).unwrap();
+        let source = PluginSource {
+            wasm_path: Some(wasm),
+            cache_dir: None,
+        };
+        let err = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap_err();
+        assert!(matches!(err, Error::Plugin { .. }), "{err:?}");
+    }
+}
