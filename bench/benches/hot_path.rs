@@ -1,0 +1,188 @@
+//! Criterion micro-benchmarks of the request hot path, through `rescue_host`'s
+//! public library API: plugin runs (instantiate + call), facet extraction,
+//! the plugin's KB queries, tree-sitter call extraction, body rewriting.
+//!
+//! `cargo bench -p rescue-bench` (add `-- <filter>` to run a subset).
+//! There is no embedding step in fast mode, so there is no embedding bench.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rescue_bench::inproc::{self, EMPTY_TASK, SQL_TASK};
+use rescue_bench::plugin_sql;
+use rescue_host::capabilities::code;
+use rescue_host::capabilities::kb::{KbReader, QueryLimits, SqlValue};
+use rescue_host::config::{AugmentPolicy, Placement};
+use rescue_host::protocol::openai;
+use rescue_host::runtime::RequestFacets;
+use rescue_host::{facets, policy};
+use std::hint::black_box;
+
+const PYTHON_SNIPPET: &str = "import os\nimport sqlite3\n\ndef lookup(conn, name):\n    cur = conn.cursor()\n    cur.execute(\"SELECT * FROM users WHERE name = '%s'\" % name)\n    os.system(\"echo \" + name)\n    return cur.fetchall()\n";
+
+fn chat_body(task: &str) -> String {
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": task}
+        ],
+        "temperature": 0.2
+    })
+    .to_string()
+}
+
+fn code_task() -> String {
+    format!("Fix this so it is safe:\n```python\n{PYTHON_SNIPPET}```\n")
+}
+
+fn plugin(c: &mut Criterion) {
+    let kb = rescue_bench::repo_root().join("kb.sqlite");
+    let runtime = inproc::runtime(&kb).expect("plugin runtime");
+    let params = inproc::default_params();
+    let mut group = c.benchmark_group("plugin");
+    let empty = inproc::facets(EMPTY_TASK);
+    group.bench_function("instantiate+empty_call", |b| {
+        b.iter(|| {
+            runtime
+                .augment_blocking(black_box(&empty), &params)
+                .unwrap()
+        })
+    });
+    let sql = inproc::facets(SQL_TASK);
+    assert!(runtime.augment_blocking(&sql, &params).unwrap().is_some());
+    group.bench_function("instantiate+augment_sql_task", |b| {
+        b.iter(|| runtime.augment_blocking(black_box(&sql), &params).unwrap())
+    });
+    let with_code = inproc::facets(&code_task());
+    group.bench_function("instantiate+augment_code_block", |b| {
+        b.iter(|| {
+            runtime
+                .augment_blocking(black_box(&with_code), &params)
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn facet_extraction(c: &mut Criterion) {
+    let mut group = c.benchmark_group("facets");
+    group.bench_function("extract_prose", |b| {
+        b.iter(|| facets::extract(black_box(SQL_TASK), &[]))
+    });
+    let task = code_task();
+    group.bench_function("extract_fenced_code", |b| {
+        b.iter(|| facets::extract(black_box(&task), &[]))
+    });
+    group.bench_function("extract_raw_code_detect_language", |b| {
+        b.iter(|| facets::extract(black_box(PYTHON_SNIPPET), &[]))
+    });
+    let body = chat_body(SQL_TASK);
+    group.bench_function("parse_json+chat_facets", |b| {
+        b.iter(|| {
+            let json: serde_json::Value = serde_json::from_str(black_box(&body)).unwrap();
+            openai::chat_facets(&json)
+        })
+    });
+    let prose = facets::extract("What is the capital of France?", &[]);
+    group.bench_function("policy_detect_passthrough", |b| {
+        b.iter(|| policy::should_augment(AugmentPolicy::Detect, black_box(&prose)))
+    });
+    group.finish();
+}
+
+fn kb_queries(c: &mut Criterion) {
+    let kb = KbReader::new(
+        &rescue_bench::repo_root().join("kb.sqlite"),
+        QueryLimits {
+            max_steps: 10_000,
+            max_rows: 1_000,
+        },
+    );
+    let search = plugin_sql::search_sql();
+    let example = plugin_sql::example_sql();
+    let fts = rescue_plugin::text::fts_any(&rescue_plugin::text::terms(SQL_TASK));
+    let search_params = [
+        SqlValue::Text(fts),
+        SqlValue::Text("python".into()),
+        SqlValue::Integer(20),
+    ];
+    assert!(!kb.query(&search, &search_params).unwrap().is_empty());
+    let mut group = c.benchmark_group("kb");
+    group.bench_function("cwe_search_bm25", |b| {
+        b.iter(|| {
+            kb.query(black_box(&search), black_box(&search_params))
+                .unwrap()
+        })
+    });
+    let example_params = [SqlValue::Integer(89), SqlValue::Text("python".into())];
+    group.bench_function("secure_example", |b| {
+        b.iter(|| {
+            kb.query(black_box(&example), black_box(&example_params))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn tree_sitter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("code");
+    group.bench_function("extract_calls_python", |b| {
+        b.iter(|| code::extract_calls("python", black_box(PYTHON_SNIPPET)).unwrap())
+    });
+    group.bench_function("detect_language", |b| {
+        b.iter(|| code::detect_language(black_box(PYTHON_SNIPPET)))
+    });
+    group.finish();
+}
+
+fn body_rewriting(c: &mut Criterion) {
+    let kb = rescue_bench::repo_root().join("kb.sqlite");
+    let runtime = Arc::new(inproc::runtime(&kb).expect("plugin runtime"));
+    let params = inproc::default_params();
+    let knowledge = runtime
+        .augment_blocking(&inproc::facets(SQL_TASK), &params)
+        .unwrap()
+        .expect("augmented")
+        .text;
+    let body = chat_body(SQL_TASK);
+    let mut group = c.benchmark_group("openai");
+    group.bench_function("apply_chat_system", |b| {
+        b.iter(|| {
+            openai::apply_chat(black_box(&body), black_box(&knowledge), Placement::System).unwrap()
+        })
+    });
+    group.bench_function("apply_chat_user_prefix", |b| {
+        b.iter(|| {
+            openai::apply_chat(
+                black_box(&body),
+                black_box(&knowledge),
+                Placement::UserPrefix,
+            )
+            .unwrap()
+        })
+    });
+    // Everything the proxy does for an augmented chat request between reading
+    // the body and sending it upstream, minus the async hand-off.
+    group.bench_function("host_pipeline_augmented", |b| {
+        b.iter(|| {
+            let json: serde_json::Value = serde_json::from_str(black_box(&body)).unwrap();
+            let facets: RequestFacets = openai::chat_facets(&json).unwrap();
+            assert!(policy::should_augment(AugmentPolicy::Detect, &facets));
+            let a = runtime.augment_blocking(&facets, &params).unwrap().unwrap();
+            openai::apply_chat(&body, &a.text, Placement::System).unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = plugin, facet_extraction, kb_queries, tree_sitter, body_rewriting
+}
+criterion_main!(benches);

@@ -1,0 +1,104 @@
+//! In-process timing of the plugin through `rescue_host`'s public API, so the
+//! harness run also answers "how long does instantiation take?" without the
+//! network in the way.
+//!
+//! The runtime does not expose instantiation on its own, so it is measured as
+//! a run whose task holds only stopwords: the plugin is instantiated in a
+//! fresh store, called, finds no retrieval terms and returns before any KB
+//! query. That is instantiation plus the smallest possible call.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rescue_host::capabilities::kb::{KbReader, QueryLimits};
+use rescue_host::config::Config;
+use rescue_host::runtime::{
+    PluginLimits, PluginRuntime, PluginSource, RequestFacets, RetrievalParams,
+};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::stats::Summary;
+
+/// The task of the augmented scenarios (fast mode: text only).
+pub const SQL_TASK: &str =
+    "Write a Python function that builds an SQL query from a user-supplied name";
+/// A task that yields no retrieval terms (all stopwords).
+pub const EMPTY_TASK: &str = "the";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InProcess {
+    pub iterations: usize,
+    /// Fresh store + instantiate + a call that returns at once.
+    pub instantiate_and_empty_call: Summary,
+    /// Fresh store + instantiate + the full retrieval of [`SQL_TASK`].
+    pub instantiate_and_augment: Summary,
+}
+
+/// The runtime exactly as `rescue serve` builds it from the default
+/// configuration, bound to `kb`.
+pub fn runtime(kb: &Path) -> Result<PluginRuntime> {
+    let defaults = Config::default();
+    let reader = Arc::new(KbReader::new(
+        kb,
+        QueryLimits {
+            max_steps: defaults.kb.query_step_limit,
+            max_rows: defaults.kb.query_row_limit,
+        },
+    ));
+    let source = PluginSource {
+        wasm_path: None,
+        cache_dir: rescue_host::runtime::default_cache_dir(),
+    };
+    let limits = PluginLimits {
+        fuel: defaults.plugin.fuel,
+        timeout: Duration::from_millis(defaults.plugin.timeout_ms),
+        memory_bytes: defaults.plugin.memory_limit_bytes,
+        max_instances: defaults.plugin.max_instances,
+    };
+    Ok(PluginRuntime::new(&source, reader, limits)?)
+}
+
+pub fn default_params() -> RetrievalParams {
+    let a = Config::default().augment;
+    RetrievalParams {
+        top_k: a.top_k,
+        min_score: a.min_score,
+        max_chars: a.max_chars,
+    }
+}
+
+pub fn facets(task: &str) -> RequestFacets {
+    rescue_host::facets::extract(task, &[])
+}
+
+/// Times `iterations` runs of each kind (after a short warm-up).
+pub fn measure(kb: &Path, iterations: usize) -> Result<InProcess> {
+    let runtime = runtime(kb)?;
+    let params = default_params();
+    let time = |facets: &RequestFacets| -> Result<Summary> {
+        for _ in 0..iterations.min(100) {
+            runtime.augment_blocking(facets, &params)?;
+        }
+        let mut samples = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let started = Instant::now();
+            runtime.augment_blocking(facets, &params)?;
+            samples.push(started.elapsed().as_nanos() as u64);
+        }
+        Ok(Summary::of_nanos(&mut samples).unwrap_or(Summary {
+            count: 0,
+            p50_us: 0.0,
+            p90_us: 0.0,
+            p99_us: 0.0,
+            max_us: 0.0,
+            mean_us: 0.0,
+        }))
+    };
+    Ok(InProcess {
+        iterations,
+        instantiate_and_empty_call: time(&facets(EMPTY_TASK))?,
+        instantiate_and_augment: time(&facets(SQL_TASK))?,
+    })
+}

@@ -1,0 +1,67 @@
+//! The plugin's SQL statements, read from plugin/src/retrieve.rs at compile
+//! time, so the KB micro-benchmarks run exactly the statements the plugin
+//! sends (a copy would drift the day retrieval changes).
+
+const RETRIEVE_RS: &str = include_str!("../../plugin/src/retrieve.rs");
+
+/// The CWE search (BM25 over `cwe_fts`); parameters: FTS query, language, limit.
+pub fn search_sql() -> String {
+    string_const(RETRIEVE_RS, "SEARCH_SQL").expect("SEARCH_SQL in plugin/src/retrieve.rs")
+}
+
+/// The secure-example lookup; parameters: CWE id, language.
+pub fn example_sql() -> String {
+    string_const(RETRIEVE_RS, "EXAMPLE_SQL").expect("EXAMPLE_SQL in plugin/src/retrieve.rs")
+}
+
+/// The value of `const NAME: &str = "...";` in Rust source, with the
+/// escapes such constants use: `\` + newline (which also drops the next
+/// line's leading whitespace), `\"`, `\\`, `\n`.
+pub fn string_const(source: &str, name: &str) -> Option<String> {
+    let start = source.find(&format!("const {name}: &str = \""))?;
+    let body = &source[start..];
+    let body = &body[body.find('"')? + 1..];
+    let mut out = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                '\n' => {
+                    while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                        chars.next();
+                    }
+                }
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                other => out.push(other),
+            },
+            other => out.push(other),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_continuations_and_quotes() {
+        let src = "const A: &str = \"SELECT 1 \\\n     FROM t WHERE x = \\\"q\\\"\";\n";
+        assert_eq!(
+            string_const(src, "A").as_deref(),
+            Some("SELECT 1 FROM t WHERE x = \"q\"")
+        );
+        assert_eq!(string_const(src, "B"), None);
+    }
+
+    #[test]
+    fn finds_the_plugin_statements() {
+        let search = search_sql();
+        assert!(search.starts_with("SELECT c.id"), "{search}");
+        assert!(search.contains("cwe_fts MATCH ?1"), "{search}");
+        assert!(search.ends_with("LIMIT ?3"), "{search}");
+        assert!(example_sql().contains("FROM example"));
+    }
+}
