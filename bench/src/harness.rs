@@ -173,6 +173,7 @@ pub fn run(options: &Options) -> Result<Report> {
     Ok(Report {
         machine,
         settings: RunSettings {
+            source: source_version(),
             duration_s: options.duration.as_secs_f64(),
             warmup_s: options.warmup.as_secs_f64(),
             max_requests: options.max_requests,
@@ -250,6 +251,18 @@ fn measure(
         },
         cpu_us_per_request: (cpu_after - cpu_before) / result.ok as f64,
     })
+}
+
+/// Which tree was measured; "unknown" outside a git checkout.
+fn source_version() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(crate::repo_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_string())
 }
 
 /// `--concurrency 1,8,32`.

@@ -40,6 +40,8 @@ impl Machine {
 /// The settings of the run, echoed so a JSON file explains itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSettings {
+    /// `git describe --always --dirty` of the tree the harness was built from.
+    pub source: String,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub max_requests: u64,
@@ -233,7 +235,7 @@ impl Report {
         let _ = writeln!(
             out,
             "Machine: {} CPUs ({}), {} MiB RAM, Linux {}. Run: {:.0} s per measurement after {:.0} s warm-up, \
-             concurrency {:?}, mock delay {:.1} ms, {} SSE chunks {:.1} ms apart, proxy log filter `{}`.\n",
+             concurrency {:?}, source `{}`, mock delay {:.1} ms, {} SSE chunks {:.1} ms apart, proxy log filter `{}`.\n",
             m.cpus,
             m.cpu_model,
             m.memory_mib,
@@ -241,6 +243,7 @@ impl Report {
             s.duration_s,
             s.warmup_s,
             s.concurrency,
+            s.source,
             s.mock_delay_ms,
             s.stream_chunks,
             s.stream_gap_ms,
