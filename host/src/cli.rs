@@ -8,11 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::capabilities::kb::{KbReader, QueryLimits};
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, UpstreamApi, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::runtime::{PluginLimits, PluginRuntime, PluginSource, RetrievalParams};
 use crate::server::{AppState, serve};
-use crate::upstream::Upstream;
+use crate::upstream::Upstreams;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,9 +58,14 @@ pub struct ServeArgs {
     /// Listen address (overrides server.listen), e.g. 0.0.0.0:8080 or 127.0.0.1:0.
     #[arg(long, env = "RESCUE_LISTEN")]
     pub listen: Option<String>,
-    /// Upstream base URL (overrides upstream.base_url), e.g. https://api.openai.com/v1.
+    /// Base URL of the OpenAI-compatible upstream (replaces the first one
+    /// configured), e.g. https://api.openai.com/v1.
     #[arg(long, env = "RESCUE_UPSTREAM")]
     pub upstream: Option<String>,
+    /// Base URL of the Anthropic upstream (replaces the first one configured),
+    /// e.g. https://api.anthropic.com/v1.
+    #[arg(long, env = "RESCUE_ANTHROPIC_UPSTREAM")]
+    pub anthropic_upstream: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,8 +220,18 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    if let Some(upstream) = args.upstream {
-        config.upstream.base_url = upstream;
+    config.upstreams = config.effective_upstreams();
+    for (flag, api, name) in [
+        (args.upstream, UpstreamApi::Openai, "openai"),
+        (args.anthropic_upstream, UpstreamApi::Anthropic, "anthropic"),
+    ] {
+        let Some(base_url) = flag else { continue };
+        match config.upstreams.iter_mut().find(|u| u.api == api) {
+            Some(upstream) => upstream.base_url = base_url,
+            None => config
+                .upstreams
+                .push(UpstreamConfig::new(name, api, &base_url)),
+        }
     }
     config.validate(
         args.common
@@ -226,7 +241,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     )?;
     init_logging(config.server.log_format);
 
-    let upstream = Upstream::new(&config.upstream)?;
+    let upstreams = Upstreams::new(&config.upstreams)?;
     let runtime = load_runtime(&config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -241,11 +256,14 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             .await
             .map_err(|source| Error::Bind { addr: config.server.listen.clone(), source })?;
         let local = listener.local_addr().map_err(|source| Error::Bind { addr: config.server.listen.clone(), source })?;
-        tracing::info!(upstream = %config.upstream.base_url, policy = ?config.augment.policy, "listening on http://{local}");
+        for upstream in upstreams.iter() {
+            tracing::info!(name = %upstream.name, api = ?upstream.api, base_url = upstream.base_url(), "upstream");
+        }
+        tracing::info!(policy = ?config.augment.policy, "listening on http://{local}");
         // Machine-readable for scripts and tests that start on port 0.
         println!("listening on {local}");
         let _ = std::io::stdout().flush();
-        let state = Arc::new(AppState { config, runtime, upstream });
+        let state = Arc::new(AppState { config, runtime, upstreams });
         serve(listener, state, shutdown_signal()).await;
         Ok(())
     })

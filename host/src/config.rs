@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
+    /// Where requests go. Empty means the defaults: OpenAI's API for OpenAI
+    /// routes and Anthropic's for `/v1/messages`.
+    pub upstreams: Vec<UpstreamConfig>,
     pub kb: KbConfig,
     pub plugin: PluginConfig,
     pub augment: AugmentConfig,
@@ -48,36 +50,112 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which API an upstream speaks, and so which routes it can serve.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamApi {
+    /// OpenAI or OpenAI-compatible: chat/completions, completions, responses,
+    /// models and every other path.
+    Openai,
+    /// Anthropic: /v1/messages and everything under it.
+    Anthropic,
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URL of an OpenAI-compatible API, as given to an OpenAI SDK
-    /// (including its `/v1`). A request for `/v1/chat/completions` goes to
-    /// `{base_url}/chat/completions`.
+    /// A name for logs and errors.
+    #[serde(default)]
+    pub name: String,
+    pub api: UpstreamApi,
+    /// Base URL as an SDK would be given it, including the version prefix:
+    /// `https://api.openai.com/v1`, `https://api.anthropic.com/v1`. A request
+    /// for `/v1/chat/completions` goes to `{base_url}/chat/completions`.
     pub base_url: String,
+    /// Glob patterns (`*` wildcard) on the request's `model`; the first
+    /// upstream of the route's API whose patterns match serves it. Empty
+    /// matches every model.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Time allowed to establish the TCP (and TLS) connection.
+    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time allowed from sending the request until the response headers arrive.
+    #[serde(default = "default_response_timeout_ms")]
     pub response_timeout_ms: u64,
 }
 
-impl Default for UpstreamConfig {
-    fn default() -> Self {
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_response_timeout_ms() -> u64 {
+    300_000
+}
+
+impl UpstreamConfig {
+    pub fn new(name: &str, api: UpstreamApi, base_url: &str) -> Self {
         Self {
-            base_url: "https://api.openai.com/v1".into(),
-            connect_timeout_ms: 5_000,
-            response_timeout_ms: 300_000,
+            name: name.into(),
+            api,
+            base_url: base_url.into(),
+            models: Vec::new(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            response_timeout_ms: default_response_timeout_ms(),
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+
+    /// True when `model` (if the request names one) is served here.
+    pub fn serves_model(&self, model: Option<&str>) -> bool {
+        match model {
+            _ if self.models.is_empty() => true,
+            Some(model) => self.models.iter().any(|pattern| glob_match(pattern, model)),
+            None => false,
         }
     }
 }
 
-impl UpstreamConfig {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
     }
-    pub fn response_timeout(&self) -> Duration {
-        Duration::from_millis(self.response_timeout_ms)
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
     }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The upstreams used when the configuration names none.
+pub fn default_upstreams() -> Vec<UpstreamConfig> {
+    vec![
+        UpstreamConfig::new("openai", UpstreamApi::Openai, "https://api.openai.com/v1"),
+        UpstreamConfig::new(
+            "anthropic",
+            UpstreamApi::Anthropic,
+            "https://api.anthropic.com/v1",
+        ),
+    ]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +274,15 @@ impl Default for AugmentConfig {
 }
 
 impl Config {
+    /// The configured upstreams, or the defaults when none are configured.
+    pub fn effective_upstreams(&self) -> Vec<UpstreamConfig> {
+        if self.upstreams.is_empty() {
+            default_upstreams()
+        } else {
+            self.upstreams.clone()
+        }
+    }
+
     /// Reads a TOML file; unknown keys, wrong types and invalid values are errors
     /// that name the file.
     pub fn from_file(path: &Path) -> Result<Config> {
@@ -261,6 +348,42 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("x.toml") && text.contains("lisen"), "{text}");
         assert!(Config::from_toml("[nonsense]\n", Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn upstream_lists_and_model_patterns() {
+        let c = Config::from_toml(
+            "[[upstreams]]\nname = \"local\"\napi = \"openai\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nmodels = [\"qwen*\", \"*-coder-*\"]\n\
+             [[upstreams]]\napi = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let ups = c.effective_upstreams();
+        assert_eq!(ups.len(), 2);
+        assert!(ups[0].serves_model(Some("qwen2.5")));
+        assert!(ups[0].serves_model(Some("deepseek-coder-v2")));
+        assert!(!ups[0].serves_model(Some("gpt-4o")));
+        assert!(!ups[0].serves_model(None));
+        assert!(ups[1].serves_model(None));
+        assert_eq!(ups[1].response_timeout_ms, 300_000);
+        assert_eq!(Config::default().effective_upstreams().len(), 2);
+        assert!(
+            Config::from_toml(
+                "[[upstreams]]\napi = \"grpc\"\nbase_url = \"x\"\n",
+                Path::new("x.toml")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("gpt-*", "gpt-4o"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXcYb"));
+        assert!(!glob_match("ab*ba", "aba"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
     }
 
     #[test]

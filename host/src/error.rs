@@ -48,6 +48,12 @@ pub enum Error {
     #[error("security augmentation failed ({kind}) and the policy is fail-closed")]
     FailClosed { kind: PluginFailure },
 
+    #[error("no upstream is configured for {api:?} requests{}", model.as_ref().map(|m| format!(" with model {m:?}")).unwrap_or_default())]
+    NoUpstream {
+        api: crate::config::UpstreamApi,
+        model: Option<String>,
+    },
+
     #[error("upstream unreachable: {message}")]
     UpstreamUnavailable { message: String },
 

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamApi, UpstreamConfig};
 use crate::error::{Error, Result};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,6 +25,9 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// One upstream API, reached through a pooled HTTP/1.1 + HTTP/2 client.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    pub name: String,
+    pub api: UpstreamApi,
+    config: UpstreamConfig,
     client: Client<Connector, ProxyBody>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
@@ -74,12 +77,23 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .build(https);
         Ok(Self {
+            name: if config.name.is_empty() {
+                config.base_url.clone()
+            } else {
+                config.name.clone()
+            },
+            api: config.api,
+            config: config.clone(),
             client,
             scheme,
             authority,
             prefix,
             response_timeout: config.response_timeout(),
         })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.config.base_url
     }
 
     /// Maps a client path onto the upstream: the proxy serves the API under
@@ -118,6 +132,31 @@ impl Upstream {
             }),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+}
+
+/// The configured upstreams, and the choice between them.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    list: Vec<Upstream>,
+}
+
+impl Upstreams {
+    pub fn new(configs: &[UpstreamConfig]) -> Result<Self> {
+        Ok(Self {
+            list: configs.iter().map(Upstream::new).collect::<Result<_>>()?,
+        })
+    }
+
+    /// The first upstream speaking `api` whose model patterns accept `model`.
+    pub fn select(&self, api: UpstreamApi, model: Option<&str>) -> Option<&Upstream> {
+        self.list
+            .iter()
+            .find(|u| u.api == api && u.config.serves_model(model))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.list.iter()
     }
 }
 
@@ -165,11 +204,7 @@ mod tests {
     use super::*;
 
     fn upstream(base: &str) -> Upstream {
-        Upstream::new(&UpstreamConfig {
-            base_url: base.into(),
-            ..UpstreamConfig::default()
-        })
-        .unwrap()
+        Upstream::new(&UpstreamConfig::new("t", UpstreamApi::Openai, base)).unwrap()
     }
 
     #[test]
@@ -212,14 +247,54 @@ mod tests {
             "not a url",
         ] {
             assert!(
-                Upstream::new(&UpstreamConfig {
-                    base_url: bad.into(),
-                    ..UpstreamConfig::default()
-                })
-                .is_err(),
+                Upstream::new(&UpstreamConfig::new("t", UpstreamApi::Openai, bad)).is_err(),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn selection_by_api_and_model() {
+        let mut local = UpstreamConfig::new("local", UpstreamApi::Openai, "http://127.0.0.1:1/v1");
+        local.models = vec!["qwen*".into()];
+        let all = Upstreams::new(&[
+            local,
+            UpstreamConfig::new("cloud", UpstreamApi::Openai, "https://api.example.com/v1"),
+            UpstreamConfig::new(
+                "claude",
+                UpstreamApi::Anthropic,
+                "https://anthropic.example.com/v1",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            all.select(UpstreamApi::Openai, Some("qwen2")).unwrap().name,
+            "local"
+        );
+        assert_eq!(
+            all.select(UpstreamApi::Openai, Some("gpt-4o"))
+                .unwrap()
+                .name,
+            "cloud"
+        );
+        assert_eq!(all.select(UpstreamApi::Openai, None).unwrap().name, "cloud");
+        assert_eq!(
+            all.select(UpstreamApi::Anthropic, Some("claude-x"))
+                .unwrap()
+                .name,
+            "claude"
+        );
+        let only_local = Upstreams::new(&[UpstreamConfig {
+            models: vec!["qwen*".into()],
+            ..UpstreamConfig::new("local", UpstreamApi::Openai, "http://127.0.0.1:1/v1")
+        }])
+        .unwrap();
+        assert!(
+            only_local
+                .select(UpstreamApi::Openai, Some("gpt-4o"))
+                .is_none()
+        );
+        assert!(only_local.select(UpstreamApi::Anthropic, None).is_none());
     }
 
     #[test]

@@ -319,7 +319,7 @@ async fn upstream_silence_is_a_504() {
     let upstream = MockUpstream::start(Reply::Hang).await;
     let proxy = Proxy::start(
         &upstream.base_url(),
-        "[upstream]\nresponse_timeout_ms = 300\n",
+        "[[upstreams]]\napi = \"openai\"\nbase_url = \"http://replaced-by-flag/v1\"\nresponse_timeout_ms = 300\n",
     );
     let answer = call(proxy.addr, post("/v1/chat/completions", chat_body("hello"))).await;
     assert_openai_error(&answer, 504, "upstream_timeout");

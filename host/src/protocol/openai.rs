@@ -1,111 +1,158 @@
-//! The OpenAI Chat Completions shape: facets from `messages`, the knowledge
-//! block applied as a system message or a prefix of the last user turn, and
+//! OpenAI shapes: Chat Completions (`messages`), legacy Completions
+//! (`prompt`), and the Responses API (`input`, `instructions`), plus
 //! OpenAI-style error bodies.
 //!
-//! Facets are read from a parsed `serde_json::Value`; the body is rewritten with
-//! `protocol::raw`, so every field the proxy does not touch (known or not)
-//! keeps its order and its exact text.
+//! Facets are read from a parsed `serde_json::Value`; bodies are rewritten
+//! with `protocol::raw`, so every field the proxy does not touch (known or
+//! not) keeps its order and its exact text.
 
 use serde_json::{Value, json};
 
 use super::raw::{self, RawObject};
+use super::{Unit, conversation_facets, insert_before_last_user, prefix_last_user};
 use crate::config::Placement;
 use crate::facets;
 use crate::runtime::RequestFacets;
 
-/// The text of a message's `content`: a string, or the `text` parts of an
-/// array of content parts (images and audio are skipped).
-pub fn content_text(content: &Value) -> Option<String> {
-    match content {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter(|p| {
-                    p.get("type")
-                        .and_then(Value::as_str)
-                        .is_none_or(|t| t == "text" || t == "input_text")
-                })
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect();
-            (!texts.is_empty()).then(|| texts.join("\n"))
+/// Facets of a chat request. `None` when the body has no `messages` array or
+/// no user turn with text.
+pub fn chat_facets(body: &Value) -> Option<RequestFacets> {
+    conversation_facets(body.get("messages")?.as_array()?)
+}
+
+/// Inserts the knowledge into a chat request: as a system message right
+/// before the last user turn, or as a prefix of that turn.
+pub fn apply_chat(body: &str, knowledge: &str, placement: Placement) -> Option<String> {
+    let mut top = RawObject::parse(body)?;
+    let mut messages = raw::array_elements(top.get("messages")?)?;
+    match placement {
+        Placement::System => insert_before_last_user(
+            &mut messages,
+            raw::to_raw(&json!({"role": "system", "content": knowledge})),
+        )?,
+        Placement::UserPrefix => prefix_last_user(&mut messages, knowledge, "text")?,
+    }
+    top.set("messages", raw::raw_array(&messages));
+    Some(top.to_json())
+}
+
+/// The prompt strings of a legacy completions request (a string or a list of
+/// strings; token-id prompts are not text and are not augmented).
+fn prompt_strings(body: &Value) -> Option<Vec<&str>> {
+    match body.get("prompt")? {
+        Value::String(s) => Some(vec![s.as_str()]),
+        Value::Array(items) if !items.is_empty() && items.len() <= super::MAX_PROMPTS => {
+            items.iter().map(Value::as_str).collect()
         }
         _ => None,
     }
 }
 
-fn role(message: &Value) -> Option<&str> {
-    message.get("role").and_then(Value::as_str)
+/// One unit per prompt string.
+pub fn completion_facets(body: &Value) -> Vec<RequestFacets> {
+    prompt_strings(body)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|prompt| facets::extract(prompt, &[]))
+        .collect()
 }
 
-/// Facets of a chat request: the last user turn is the task; earlier user
-/// and assistant turns are searched for code. `None` when the body has no
-/// `messages` array or no user turn with text (nothing to augment).
-pub fn chat_facets(body: &Value) -> Option<RequestFacets> {
-    let messages = body.get("messages")?.as_array()?;
-    let last_user = messages.iter().rposition(|m| role(m) == Some("user"))?;
-    let task = content_text(messages[last_user].get("content")?)?;
-    let earlier: Vec<String> = messages[..last_user]
-        .iter()
-        .filter(|m| matches!(role(m), Some("user" | "assistant")))
-        .filter_map(|m| m.get("content").and_then(content_text))
-        .collect();
-    let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
-    Some(facets::extract(&task, &earlier))
+/// The knowledge as line comments of the prompt's language: a completion
+/// prompt is usually a code prefix, and prose before it would break the code
+/// the model continues. `#` for Python and unknown languages (the RESCUE
+/// completion format), `//` for the C family, Go, Java and JavaScript.
+pub fn as_comment(knowledge: &str, language: Option<&str>) -> String {
+    let marker = match language {
+        Some(
+            "c" | "cpp" | "javascript" | "go" | "java" | "rust" | "typescript" | "csharp" | "php",
+        ) => "//",
+        _ => "#",
+    };
+    let mut out = String::with_capacity(knowledge.len() + 64);
+    for line in knowledge.lines() {
+        out.push_str(marker);
+        if !line.is_empty() {
+            out.push(' ');
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
-#[derive(serde::Deserialize)]
-struct RoleOnly {
-    role: Option<String>,
-}
-
-fn raw_role(message: &serde_json::value::RawValue) -> Option<String> {
-    serde_json::from_str::<RoleOnly>(message.get())
-        .ok()
-        .and_then(|m| m.role)
-}
-
-/// Inserts the knowledge block into a chat request body and returns the new
-/// body, or `None` (leave the request alone) when it has no place for it.
-/// Only `messages` is rebuilt, and within it only the message that changes;
-/// every other byte of every other value is the client's.
-pub fn apply_chat(body: &str, knowledge: &str, placement: Placement) -> Option<String> {
+/// Prepends each prompt's knowledge, as comments, to that prompt.
+pub fn apply_completions(body: &str, units: &[Unit]) -> Option<String> {
     let mut top = RawObject::parse(body)?;
-    let mut messages = raw::array_elements(top.get("messages")?)?;
-    match placement {
-        Placement::System => {
-            // After the client's own leading instructions, before the dialogue:
-            // the client's system prompt keeps its first position.
-            let at = messages
-                .iter()
-                .position(|m| !matches!(raw_role(m).as_deref(), Some("system" | "developer")))
-                .unwrap_or(messages.len());
-            messages.insert(
-                at,
-                raw::to_raw(&json!({"role": "system", "content": knowledge})),
+    let prompt = top.get("prompt")?;
+    let mut prompts: Vec<String> = match serde_json::from_str::<Value>(prompt.get()).ok()? {
+        Value::String(s) => vec![s],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()?,
+        _ => return None,
+    };
+    if prompts.len() != units.len() {
+        return None;
+    }
+    for (prompt, unit) in prompts.iter_mut().zip(units) {
+        if let Some(knowledge) = &unit.knowledge {
+            *prompt = format!(
+                "{}{prompt}",
+                as_comment(knowledge, unit.facets.language.as_deref())
             );
         }
-        Placement::UserPrefix => {
-            let last_user = messages
-                .iter()
-                .rposition(|m| raw_role(m).as_deref() == Some("user"))?;
-            let mut message = RawObject::parse(messages[last_user].get())?;
-            let content = message.get("content")?;
-            let new_content = match serde_json::from_str::<Value>(content.get()).ok()? {
-                Value::String(text) => raw::to_raw(&format!("{knowledge}\n{text}")),
-                Value::Array(_) => {
-                    let mut parts = raw::array_elements(content)?;
-                    parts.insert(0, raw::to_raw(&json!({"type": "text", "text": knowledge})));
-                    raw::raw_array(&parts)
-                }
-                _ => return None,
-            };
-            message.set("content", new_content);
-            messages[last_user] = message.to_raw();
-        }
     }
-    top.set("messages", raw::raw_array(&messages));
+    let new_prompt = if prompt.get().trim_start().starts_with('"') {
+        raw::to_raw(&prompts[0])
+    } else {
+        raw::to_raw(&prompts)
+    };
+    top.set("prompt", new_prompt);
     Some(top.to_json())
+}
+
+/// Facets of a Responses API request: `input` as a string (the task) or as a
+/// list of items, whose messages form the conversation.
+pub fn responses_facets(body: &Value) -> Option<RequestFacets> {
+    match body.get("input")? {
+        Value::String(task) => Some(facets::extract(task, &[])),
+        Value::Array(items) => conversation_facets(items),
+        _ => None,
+    }
+}
+
+/// Inserts the knowledge into a Responses API request: as a `developer`
+/// message before the last user message (a string `input` becomes the
+/// equivalent item list), or as a prefix of that message. `instructions` is
+/// the client's and is left alone.
+pub fn apply_responses(body: &str, knowledge: &str, placement: Placement) -> Option<String> {
+    let mut top = RawObject::parse(body)?;
+    let input = top.get("input")?;
+    let mut items = match serde_json::from_str::<Value>(input.get()).ok()? {
+        Value::String(task) => vec![raw::to_raw(&json!({"role": "user", "content": task}))],
+        Value::Array(_) => raw::array_elements(input)?,
+        _ => return None,
+    };
+    match placement {
+        Placement::System => insert_before_last_user(
+            &mut items,
+            raw::to_raw(&json!({"type": "message", "role": "developer", "content": knowledge})),
+        )?,
+        Placement::UserPrefix => prefix_last_user(&mut items, knowledge, "input_text")?,
+    }
+    top.set("input", raw::raw_array(&items));
+    Some(top.to_json())
+}
+
+/// OpenAI's error `type` for a status code.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 413 | 422 => "invalid_request_error",
+        503 => "service_unavailable",
+        502 | 504 => "upstream_error",
+        _ => "server_error",
+    }
 }
 
 /// An OpenAI-style error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -117,39 +164,43 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn body() -> &'static str {
-        r#"{"model":"m", "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1e5,"a":2}}"#
+    fn chat() -> &'static str {
+        r#"{"model":"m", "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"earlier"},{"role":"assistant","content":"ok"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1e5,"a":2}}"#
     }
 
     #[test]
-    fn system_placement_keeps_everything_else() {
-        let text = apply_chat(body(), "KNOWLEDGE", Placement::System).unwrap();
+    fn system_placement_goes_before_the_last_user_turn() {
+        let text = apply_chat(chat(), "KNOWLEDGE", Placement::System).unwrap();
         assert_eq!(
             text,
-            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"system","content":"KNOWLEDGE"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1e5,"a":2}}"#
+            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"earlier"},{"role":"assistant","content":"ok"},{"role":"system","content":"KNOWLEDGE"},{"role":"user","content":"Write a Python function that runs a shell command"}],"temperature":0.10,"x_unknown":{"b":1e5,"a":2}}"#
         );
     }
 
     #[test]
     fn user_prefix_placement_handles_strings_and_parts() {
         let b: Value =
-            serde_json::from_str(&apply_chat(body(), "K", Placement::UserPrefix).unwrap()).unwrap();
+            serde_json::from_str(&apply_chat(chat(), "K", Placement::UserPrefix).unwrap()).unwrap();
         assert_eq!(
-            b["messages"][1]["content"],
+            b["messages"][3]["content"],
             "K\nWrite a Python function that runs a shell command"
         );
         let parts = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
         let parts: Value =
             serde_json::from_str(&apply_chat(parts, "K", Placement::UserPrefix).unwrap()).unwrap();
-        assert_eq!(parts["messages"][0]["content"][0]["text"], "K");
+        assert_eq!(
+            parts["messages"][0]["content"][0],
+            json!({"type": "text", "text": "K"})
+        );
         assert_eq!(parts["messages"][0]["content"][1]["text"], "hi");
         let no_user = r#"{"messages":[{"role":"assistant","content":"x"}]}"#;
         assert!(apply_chat(no_user, "K", Placement::UserPrefix).is_none());
+        assert!(apply_chat(no_user, "K", Placement::System).is_none());
         assert!(apply_chat(r#"{"prompt":"x"}"#, "K", Placement::System).is_none());
     }
 
     #[test]
-    fn facets_come_from_the_last_user_turn() {
+    fn chat_facets_come_from_the_last_user_turn() {
         let b: Value = serde_json::from_str(
             r#"{"messages":[{"role":"user","content":"```python\nos.system(x)\n```"},{"role":"assistant","content":"ok"},{"role":"user","content":[{"type":"text","text":"make it safe"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
         )
@@ -158,7 +209,61 @@ mod tests {
         assert_eq!(f.task, "make it safe");
         assert_eq!(f.code_blocks.len(), 1);
         assert_eq!(f.language.as_deref(), Some("python"));
-        assert!(chat_facets(&serde_json::json!({"messages": []})).is_none());
-        assert!(chat_facets(&serde_json::json!({"prompt": "x"})).is_none());
+        assert!(chat_facets(&json!({"messages": []})).is_none());
+        assert!(chat_facets(&json!({"prompt": "x"})).is_none());
+    }
+
+    fn unit(language: Option<&str>, knowledge: Option<&str>) -> Unit {
+        Unit {
+            facets: RequestFacets {
+                task: String::new(),
+                code_blocks: vec![],
+                language: language.map(str::to_string),
+            },
+            knowledge: knowledge.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn completions_get_knowledge_as_comments() {
+        let body = r#"{"model":"m","prompt":"def f(name):\n","max_tokens":5}"#;
+        let out: Value = serde_json::from_str(
+            &apply_completions(body, &[unit(Some("python"), Some("<k>\n\nrule"))]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["prompt"], "# <k>\n#\n# rule\ndef f(name):\n");
+        assert_eq!(out["max_tokens"], 5);
+
+        let batch = r#"{"prompt":["int main() {","plain"]}"#;
+        let out: Value = serde_json::from_str(
+            &apply_completions(batch, &[unit(Some("c"), Some("K")), unit(None, None)]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["prompt"], json!(["// K\nint main() {", "plain"]));
+        assert!(completion_facets(&json!({"prompt": [1, 2, 3]})).is_empty());
+        assert_eq!(completion_facets(&json!({"prompt": ["a", "b"]})).len(), 2);
+    }
+
+    #[test]
+    fn responses_string_and_item_inputs() {
+        let body = r#"{"model":"m","instructions":"be safe","input":"Write a Flask route"}"#;
+        let out: Value =
+            serde_json::from_str(&apply_responses(body, "K", Placement::System).unwrap()).unwrap();
+        assert_eq!(out["instructions"], "be safe");
+        assert_eq!(
+            out["input"],
+            json!([{"type": "message", "role": "developer", "content": "K"}, {"role": "user", "content": "Write a Flask route"}])
+        );
+        let items = r#"{"input":[{"type":"function_call_output","call_id":"c","output":"x"},{"type":"message","role":"user","content":[{"type":"input_text","text":"go"}]}]}"#;
+        let out: Value =
+            serde_json::from_str(&apply_responses(items, "K", Placement::UserPrefix).unwrap())
+                .unwrap();
+        assert_eq!(
+            out["input"][1]["content"][0],
+            json!({"type": "input_text", "text": "K"})
+        );
+        assert_eq!(out["input"][0]["type"], "function_call_output");
+        let f = responses_facets(&serde_json::from_str(items).unwrap()).unwrap();
+        assert_eq!(f.task, "go");
     }
 }

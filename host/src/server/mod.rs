@@ -1,9 +1,10 @@
 //! The listener and the request pipeline.
 //!
 //! One request goes through named phases: route -> read body (bounded) ->
-//! parse -> policy -> facets -> plugin -> apply -> forward -> stream back.
-//! Only chat completions are augmented; every other request is forwarded as
-//! it came (method, path, query, headers minus hop-by-hop, body streamed).
+//! parse -> select upstream -> policy -> facets -> plugin -> apply -> forward
+//! -> stream back. Only the routes of `protocol::Route` are augmented; every
+//! other request is forwarded as it came (method, path, query, headers minus
+//! hop-by-hop, body streamed).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -22,12 +23,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, FailurePolicy};
+use crate::config::{Config, FailurePolicy, UpstreamApi};
 use crate::error::Error;
 use crate::policy;
-use crate::protocol::openai;
+use crate::protocol::{self, Route, Unit};
 use crate::runtime::{PluginRuntime, RetrievalParams};
-use crate::upstream::{ProxyBody, Upstream, strip_hop_by_hop};
+use crate::upstream::{ProxyBody, Upstream, Upstreams, strip_hop_by_hop};
 
 pub const HEADER_AUGMENTED: &str = "x-rescue-augmented";
 pub const HEADER_CWES: &str = "x-rescue-cwes";
@@ -40,7 +41,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub config: Config,
     pub runtime: Arc<PluginRuntime>,
-    pub upstream: Upstream,
+    pub upstreams: Upstreams,
 }
 
 impl AppState {
@@ -116,24 +117,20 @@ async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let is_chat = method == Method::POST
-        && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions");
-    let (response, outcome) = if is_chat {
-        match chat_completions(&state, request).await {
-            Ok(pair) => pair,
-            Err(error) => (error_response(&error), AugmentOutcome::default()),
-        }
-    } else {
-        match forward(&state, request, None).await {
-            Ok(response) => (response, AugmentOutcome::default()),
-            Err(error) => (error_response(&error), AugmentOutcome::default()),
-        }
+    let route = Route::classify(&method, &path);
+    let api = route.map_or_else(|| protocol::api_for_path(&path), Route::api);
+    let result = match route {
+        Some(route) => augmented_route(&state, route, request).await,
+        None => passthrough(&state, api, request).await,
     };
+    let (response, outcome) =
+        result.unwrap_or_else(|error| (error_response(api, &error), AugmentOutcome::default()));
     // Never the prompt, never headers: they carry user data and credentials.
     tracing::info!(
         %peer,
         %method,
         path,
+        route = route.map_or("passthrough", Route::name),
         status = response.status().as_u16(),
         augmented = outcome.augmented,
         cwes = %outcome.cwes.join(","),
@@ -144,63 +141,110 @@ async fn handle(
     Ok(response)
 }
 
-/// POST /v1/chat/completions: the augmented route.
-async fn chat_completions(
+/// Any request the proxy does not augment: streamed through untouched.
+async fn passthrough(
     state: &AppState,
+    api: UpstreamApi,
     request: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, AugmentOutcome), Error> {
-    let (parts, body) = request.into_parts();
+    // Without reading the body the model is unknown: the first upstream of
+    // the API without model patterns serves it, else the first of the API.
+    let upstream = state
+        .upstreams
+        .select(api, None)
+        .or_else(|| state.upstreams.iter().find(|u| u.api == api))
+        .ok_or(Error::NoUpstream { api, model: None })?;
+    Ok((
+        forward(upstream, request, false).await?,
+        AugmentOutcome::default(),
+    ))
+}
+
+/// Reads a body up to the configured limit (413 beyond it, whether the
+/// client declared the length or streamed it).
+async fn read_body(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, Error> {
     let limit = state.config.server.max_body_bytes;
-    let declared = parts
-        .headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(Error::BodyTooLarge { limit });
+            Err(Error::BodyTooLarge { limit })
         }
-        Err(error) => {
-            return Err(Error::BadRequest {
-                message: format!("reading the request body: {error}"),
-            });
-        }
-    };
+        Err(error) => Err(Error::BadRequest {
+            message: format!("reading the request body: {error}"),
+        }),
+    }
+}
+
+/// An augmentable route: read, parse, retrieve, apply, forward.
+async fn augmented_route(
+    state: &AppState,
+    route: Route,
+    request: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, AugmentOutcome), Error> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(state, &parts.headers, body).await?;
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest {
             message: format!("request body is not valid JSON: {e}"),
         })?;
+    let model = json.get("model").and_then(|m| m.as_str());
+    let upstream = state
+        .upstreams
+        .select(route.api(), model)
+        .ok_or_else(|| Error::NoUpstream {
+            api: route.api(),
+            model: model.map(str::to_string),
+        })?;
 
     let mut outcome = AugmentOutcome::default();
-    let facets = openai::chat_facets(&json)
-        .filter(|f| policy::should_augment(state.config.augment.policy, f));
-    let mut forwarded = bytes;
-    if let Some(facets) = facets {
+    let mut units: Vec<Unit> = protocol::facets(route, &json)
+        .into_iter()
+        .filter(|f| policy::should_augment(state.config.augment.policy, f))
+        .map(|facets| Unit {
+            facets,
+            knowledge: None,
+        })
+        .collect();
+    // Completions batches must line up one unit per prompt: if the policy
+    // skipped some prompts, augment none rather than the wrong ones.
+    if route == Route::Completions && units.len() != protocol::facets(route, &json).len() {
+        units.clear();
+    }
+    for unit in &mut units {
         match state
             .runtime
-            .augment(facets, state.retrieval_params())
+            .augment(unit.facets.clone(), state.retrieval_params())
             .await
         {
             Ok(Some(augmentation)) => {
-                // The body parsed as JSON above, so it is UTF-8.
-                let text = std::str::from_utf8(&forwarded).unwrap_or_default();
-                if let Some(rewritten) =
-                    openai::apply_chat(text, &augmentation.text, state.config.augment.placement)
-                {
-                    forwarded = Bytes::from(rewritten);
-                    outcome.augmented = true;
-                    outcome.cwes = augmentation.cwes.into_iter().map(|c| c.id).collect();
+                unit.knowledge = Some(augmentation.text);
+                for cwe in augmentation.cwes {
+                    if !outcome.cwes.contains(&cwe.id) {
+                        outcome.cwes.push(cwe.id);
+                    }
                 }
             }
             Ok(None) => {}
             Err(Error::PluginRun { kind, message }) => {
                 tracing::warn!(failure = kind.as_str(), "plugin failed: {message}");
                 match state.config.augment.on_plugin_failure {
-                    FailurePolicy::Open => outcome.failure = Some(kind.as_str()),
+                    FailurePolicy::Open => {
+                        outcome.failure = Some(kind.as_str());
+                        units.iter_mut().for_each(|u| u.knowledge = None);
+                        outcome.cwes.clear();
+                        break;
+                    }
                     FailurePolicy::Closed => return Err(Error::FailClosed { kind }),
                 }
             }
@@ -208,8 +252,24 @@ async fn chat_completions(
         }
     }
 
-    let request = Request::from_parts(parts, full(forwarded));
-    let mut response = forward(state, request, Some(outcome.augmented)).await?;
+    let mut forwarded = bytes;
+    // The body parsed as JSON above, so it is UTF-8.
+    let text = std::str::from_utf8(&forwarded).unwrap_or_default();
+    match protocol::apply(route, text, &units, state.config.augment.placement) {
+        Some(rewritten) => {
+            forwarded = Bytes::from(rewritten);
+            outcome.augmented = true;
+        }
+        None => outcome.cwes.clear(),
+    }
+
+    let body_changed = outcome.augmented;
+    let mut response = forward(
+        upstream,
+        Request::from_parts(parts, full(forwarded)),
+        body_changed,
+    )
+    .await?;
     let headers = response.headers_mut();
     headers.insert(
         HEADER_AUGMENTED,
@@ -227,12 +287,11 @@ async fn chat_completions(
 }
 
 /// Sends a request upstream and streams the response back. `body_changed`
-/// is `Some(true)` when the proxy rewrote the body (so its length changed);
-/// `None` means the body is the client's stream, untouched.
+/// means the proxy rewrote the body, so the client's length no longer holds.
 async fn forward<B>(
-    state: &AppState,
+    upstream: &Upstream,
     request: Request<B>,
-    body_changed: Option<bool>,
+    body_changed: bool,
 ) -> Result<Response<ProxyBody>, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -245,19 +304,16 @@ where
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    parts.uri = state.upstream.target(&path_and_query)?;
+    parts.uri = upstream.target(&path_and_query)?;
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     // The client's Host names the proxy; the upstream gets its own from the URI.
     parts.headers.remove(header::HOST);
-    if body_changed == Some(true) {
+    if body_changed {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     let body: ProxyBody = body.map_err(Into::into).boxed();
-    let response = state
-        .upstream
-        .send(Request::from_parts(parts, body))
-        .await?;
+    let response = upstream.send(Request::from_parts(parts, body)).await?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
@@ -270,42 +326,23 @@ fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-/// An OpenAI-shaped error response for a per-request failure.
-pub fn error_response(error: &Error) -> Response<ProxyBody> {
-    let (status, kind, code) = match error {
-        Error::BadRequest { .. } => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_json",
-        ),
-        Error::BodyTooLarge { .. } => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "body_too_large",
-        ),
-        Error::UpstreamTimeout { .. } => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_error",
-            "upstream_timeout",
-        ),
-        Error::UpstreamUnavailable { .. } => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "upstream_unavailable",
-        ),
+/// An error response for a per-request failure, in the shape of the API the
+/// client is speaking (OpenAI or Anthropic).
+pub fn error_response(api: UpstreamApi, error: &Error) -> Response<ProxyBody> {
+    let (status, code) = match error {
+        Error::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_json"),
+        Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        Error::NoUpstream { .. } => (StatusCode::NOT_FOUND, "no_upstream"),
+        Error::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        Error::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
         Error::FailClosed { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
             "security_augmentation_failed",
         ),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal_error",
-        ),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
     };
-    let body = openai::error_body(&error.to_string(), kind, code);
-    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    let body = protocol::error_body(api, status.as_u16(), &error.to_string(), code);
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
