@@ -259,10 +259,26 @@ impl Proxy {
         .unwrap_or_else(|logs| panic!("proxy did not start:\n{logs}"))
     }
 
+    /// Starts the proxy with upstreams from the TOML alone (no `--upstream`).
+    pub fn start_configured(toml: &str) -> Proxy {
+        Self::spawn(None, toml, &repo_root().join("kb.sqlite"))
+            .unwrap_or_else(|logs| panic!("proxy did not start:\n{logs}"))
+    }
+
     /// Like [`Proxy::start`], with another knowledge base; `Err` carries the
     /// process output when it exits instead of listening.
     pub fn try_start(
         upstream_base_url: &str,
+        extra_toml: &str,
+        kb: &Path,
+    ) -> Result<Proxy, String> {
+        Self::spawn(Some(upstream_base_url), extra_toml, kb)
+    }
+
+    /// Starts the binary; `upstream_base_url` (if any) is given as both the
+    /// OpenAI and the Anthropic upstream.
+    fn spawn(
+        upstream_base_url: Option<&str>,
         extra_toml: &str,
         kb: &Path,
     ) -> Result<Proxy, String> {
@@ -274,7 +290,13 @@ impl Proxy {
                 .arg("serve")
                 .arg("--config")
                 .arg(config.path())
-                .args(["--listen", "127.0.0.1:0", "--upstream", upstream_base_url])
+                .args(["--listen", "127.0.0.1:0"])
+                .args(
+                    upstream_base_url
+                        .map(|url| ["--upstream", url, "--anthropic-upstream", url])
+                        .into_iter()
+                        .flatten(),
+                )
                 .arg("--kb")
                 .arg(kb)
                 .env("XDG_CACHE_HOME", cache)
@@ -328,6 +350,17 @@ impl Proxy {
     /// Everything the proxy wrote to stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Resident set size of the proxy process, in KiB (Linux /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     /// True while the process runs.
