@@ -10,8 +10,11 @@
 
 mod build;
 mod catalog;
+mod diff;
 mod hash;
+mod pairs;
 pub mod schema;
+pub mod slice;
 mod sources;
 mod text;
 
