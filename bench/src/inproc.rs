@@ -66,6 +66,7 @@ pub fn default_params() -> RetrievalParams {
         top_k: a.top_k,
         min_score: a.min_score,
         max_chars: a.max_chars,
+        cwe_scope: vec![],
     }
 }
 

@@ -3,14 +3,13 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::capabilities::kb::{KbReader, QueryLimits};
 use crate::config::{Config, LogFormat, UpstreamApi, UpstreamConfig};
 use crate::error::{Error, Result};
-use crate::runtime::{PluginLimits, PluginRuntime, PluginSource, RetrievalParams};
+use crate::runtime::RetrievalParams;
 use crate::server::{AppState, serve};
 use crate::upstream::Upstreams;
 
@@ -35,6 +34,9 @@ pub enum Command {
     /// Run retrieval on prompts without a server (same plugin code path as the
     /// proxy) and print one JSON line per prompt.
     Retrieve(RetrieveArgs),
+    /// Print the SHA-256 that policy rules use to name an API key (`key_sha256`).
+    /// Reads the key from standard input, so it stays out of shell history.
+    HashKey,
 }
 
 /// Settings shared by every command that loads the plugin and knowledge base.
@@ -70,7 +72,7 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KbCommand {
-    /// Build kb.sqlite from the raw sources.
+    /// Build kb.sqlite from the raw sources (offline unless --llm-base-url is given).
     Build {
         /// Folder with the raw sources (cwe/, safecoder/, sven/, codeshield-rules/).
         #[arg(long, default_value = "../shared/data/kb-sources")]
@@ -131,6 +133,17 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Retrieve(args) => run_retrieve(args),
+        Command::HashKey => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|source| Error::Io {
+                    path: PathBuf::from("<stdin>"),
+                    source,
+                })?;
+            println!("{}", crate::policy::key_sha256(&key));
+            Ok(())
+        }
     }
 }
 
@@ -149,58 +162,14 @@ fn load_config(common: &CommonArgs) -> Result<Config> {
 }
 
 fn open_verified(path: &Path) -> Result<crate::kb::KbInfo> {
-    if !path.exists() {
-        return Err(Error::KbInvalid {
-            path: path.to_path_buf(),
-            message: "file not found (build it with `rescue kb build`, or pass --kb)".into(),
-        });
-    }
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|source| Error::Sqlite {
-                path: path.to_path_buf(),
-                source,
-            })?;
-    crate::kb::verify(&conn, path)
-}
-
-/// Verifies the knowledge base and loads the plugin against it.
-pub fn load_runtime(config: &Config) -> Result<Arc<PluginRuntime>> {
-    let info = open_verified(&config.kb.path)?;
-    tracing::info!(
-        kb = %config.kb.path.display(),
-        schema = info.schema_version,
-        cwes = info.cwes_in_scope,
-        hash = %info.content_hash,
-        "knowledge base verified"
-    );
-    let reader = Arc::new(KbReader::new(
-        &config.kb.path,
+    Ok(KbReader::verified(
+        path,
         QueryLimits {
-            max_steps: config.kb.query_step_limit,
-            max_rows: config.kb.query_row_limit,
+            max_steps: 1,
+            max_rows: 1,
         },
-    ));
-    let source = PluginSource {
-        wasm_path: config.plugin.path.clone(),
-        cache_dir: if config.plugin.cache {
-            config
-                .plugin
-                .cache_dir
-                .clone()
-                .or_else(crate::runtime::default_cache_dir)
-        } else {
-            None
-        },
-    };
-    let limits = PluginLimits {
-        fuel: config.plugin.fuel,
-        timeout: Duration::from_millis(config.plugin.timeout_ms),
-        memory_bytes: config.plugin.memory_limit_bytes,
-        max_instances: config.plugin.max_instances,
-    };
-    let runtime = PluginRuntime::new(&source, reader, limits)?;
-    Ok(Arc::new(runtime))
+    )?
+    .info())
 }
 
 fn init_logging(format: LogFormat) {
@@ -242,7 +211,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     init_logging(config.server.log_format);
 
     let upstreams = Upstreams::new(&config.upstreams)?;
-    let runtime = load_runtime(&config)?;
+    let runtime = crate::reload::load_runtime(&config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rescue-worker")
@@ -263,7 +232,8 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         // Machine-readable for scripts and tests that start on port 0.
         println!("listening on {local}");
         let _ = std::io::stdout().flush();
-        let state = Arc::new(AppState { config, runtime, upstreams });
+        let state = Arc::new(AppState::new(config, runtime, upstreams));
+        tokio::spawn(crate::reload::watch(Arc::clone(&state)));
         serve(listener, state, shutdown_signal()).await;
         Ok(())
     })
@@ -286,11 +256,12 @@ async fn shutdown_signal() {
 fn run_retrieve(args: RetrieveArgs) -> Result<()> {
     init_logging(LogFormat::Text);
     let config = load_config(&args.common)?;
-    let runtime = load_runtime(&config)?;
+    let runtime = crate::reload::load_runtime(&config)?;
     let params = RetrievalParams {
         top_k: config.augment.top_k,
         min_score: config.augment.min_score,
         max_chars: config.augment.max_chars,
+        cwe_scope: vec![],
     };
     let prompts: Vec<(serde_json::Value, String, Option<String>)> =
         match (&args.prompt, &args.input) {

@@ -20,6 +20,9 @@ pub struct Config {
     pub kb: KbConfig,
     pub plugin: PluginConfig,
     pub augment: AugmentConfig,
+    /// Rules that override `[augment]` per client key, team, route and model;
+    /// the first rule that matches a request decides (see `policy`).
+    pub policies: Vec<PolicyRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +34,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Log format: "text" or "json".
     pub log_format: LogFormat,
+    /// Header that names the calling team, for policy rules.
+    pub team_header: String,
+    /// How often the knowledge base and plugin files are checked for changes
+    /// (hot reload); 0 disables polling (SIGHUP still reloads).
+    pub reload_poll_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +47,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 * 1024 * 1024,
             log_format: LogFormat::Text,
+            team_header: "x-rescue-team".into(),
+            reload_poll_ms: 2_000,
         }
     }
 }
@@ -258,6 +268,8 @@ pub struct AugmentConfig {
     pub min_score: f64,
     /// Upper bound on the injected text, in characters.
     pub max_chars: u32,
+    /// Whether a client may skip augmentation with `x-rescue-opt-out: true`.
+    pub allow_opt_out: bool,
 }
 
 impl Default for AugmentConfig {
@@ -269,8 +281,44 @@ impl Default for AugmentConfig {
             top_k: 4,
             min_score: 3.2,
             max_chars: 6_000,
+            allow_opt_out: false,
         }
     }
+}
+
+/// One policy rule: matchers (all that are given must match; an empty list
+/// matches anything) and the decisions it makes (unset ones fall back to
+/// `[augment]`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// A name for logs.
+    #[serde(default)]
+    pub name: String,
+    /// SHA-256 (hex) of the client's API key (`Authorization: Bearer` or
+    /// `x-api-key`), so the config holds no keys; `rescue hash-key` computes it.
+    #[serde(default)]
+    pub key_sha256: Vec<String>,
+    /// Values of the team header (`server.team_header`).
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Route names: chat_completions, completions, responses, messages, count_tokens.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Glob patterns on the request's model.
+    #[serde(default)]
+    pub models: Vec<String>,
+
+    pub augment: Option<AugmentPolicy>,
+    pub on_plugin_failure: Option<FailurePolicy>,
+    pub top_k: Option<u32>,
+    /// Only these CWEs may be injected ("CWE-89"); empty = all in the KB.
+    #[serde(default)]
+    pub cwes: Vec<String>,
+    /// Only tasks in these languages are augmented; empty = any.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    pub allow_opt_out: Option<bool>,
 }
 
 impl Config {
@@ -310,6 +358,34 @@ impl Config {
                 message,
             })
         };
+        for (i, rule) in self.policies.iter().enumerate() {
+            for cwe in &rule.cwes {
+                if crate::policy::parse_cwe(cwe).is_none() {
+                    return bad(format!("policies[{i}].cwes: {cwe:?} is not a CWE id like \"CWE-89\""));
+                }
+            }
+            for route in &rule.routes {
+                if !crate::protocol::ROUTE_NAMES.contains(&route.as_str()) {
+                    return bad(format!(
+                        "policies[{i}].routes: unknown route {route:?} (one of {})",
+                        crate::protocol::ROUTE_NAMES.join(", ")
+                    ));
+                }
+            }
+            for key in &rule.key_sha256 {
+                if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return bad(format!("policies[{i}].key_sha256: {key:?} is not a hex SHA-256"));
+                }
+            }
+            if rule.top_k == Some(0) {
+                return bad(format!("policies[{i}].top_k must be at least 1"));
+            }
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if upstream.base_url.trim().is_empty() {
+                return bad(format!("upstreams[{i}].base_url is empty"));
+            }
+        }
         if self.augment.top_k == 0 {
             return bad("augment.top_k must be at least 1".into());
         }
@@ -374,6 +450,15 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_example_deployment_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rescue.toml");
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.policies.len(), 3);
+        assert_eq!(c.effective_upstreams().len(), 3);
+        assert_eq!(c.server.log_format, LogFormat::Json);
     }
 
     #[test]

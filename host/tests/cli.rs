@@ -51,3 +51,21 @@ fn serve_rejects_a_bad_upstream_url_before_listening() {
         "{text}"
     );
 }
+
+#[test]
+fn hash_key_reads_the_key_from_stdin() {
+    use std::io::Write;
+    let mut child = rescue()
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"test\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+}

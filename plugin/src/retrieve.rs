@@ -23,6 +23,7 @@ const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5
      FROM cwe_fts JOIN cwe c ON c.id = cwe_fts.rowid \
      WHERE cwe_fts MATCH ?1 AND c.in_scope = 1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
+       AND (?4 = '' OR instr(?4, ',' || c.id || ',') > 0) \
      ORDER BY score DESC LIMIT ?3";
 
 const EXAMPLE_SQL: &str = "SELECT id, language, code FROM example \
@@ -38,6 +39,16 @@ fn catalog_language(language: &str) -> String {
         "golang" | "go" => "go".into(),
         other => other.into(),
     }
+}
+
+/// The policy's CWE scope as ",89,79," (empty for no restriction), so one
+/// prepared statement serves every scope.
+fn scope_list(scope: &[u32]) -> String {
+    if scope.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = scope.iter().map(u32::to_string).collect();
+    format!(",{},", ids.join(","))
 }
 
 /// Runs retrieval and composition for one request.
@@ -85,6 +96,7 @@ pub fn augment(
                 SqlValue::Text(text::fts_any(&terms)),
                 SqlValue::Text(language.clone()),
                 SqlValue::Integer(CANDIDATES),
+                SqlValue::Text(scope_list(&params.cwe_scope)),
             ],
         )
         .map_err(PluginError::Kb)?;
@@ -226,6 +238,7 @@ mod tests {
             top_k: 2,
             min_score: 3.0,
             max_chars: 4000,
+            cwe_scope: vec![],
         }
     }
 
@@ -318,6 +331,26 @@ mod tests {
             panic!()
         };
         assert_eq!(lang, "python");
+    }
+
+    #[test]
+    fn the_cwe_scope_reaches_the_query() {
+        let kb = FakeKb {
+            search_rows: vec![],
+            example_rows: vec![],
+            queries: RefCell::default(),
+            calls: vec![],
+        };
+        let scope_of = |n: usize| match &kb.queries.borrow()[n].1[3] {
+            SqlValue::Text(s) => s.clone(),
+            other => panic!("scope parameter is {other:?}"),
+        };
+        let mut p = params();
+        p.cwe_scope = vec![89, 79];
+        augment(&kb, &facets("sql query"), &p).unwrap();
+        assert_eq!(scope_of(0), ",89,79,");
+        augment(&kb, &facets("sql query"), &params()).unwrap();
+        assert_eq!(scope_of(1), "");
     }
 
     #[test]

@@ -363,6 +363,11 @@ impl Proxy {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
+    /// The process id, to send signals.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child.0.try_wait().unwrap().is_none()

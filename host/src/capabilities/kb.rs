@@ -18,6 +18,8 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::kb::KbInfo;
+
 /// A value passed into or out of a query (mirrors the WIT `sql-value`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -55,26 +57,85 @@ thread_local! {
     static CONNECTION: RefCell<Option<(usize, Connection, Arc<AtomicU64>)>> = const { RefCell::new(None) };
 }
 
-/// A verified knowledge-base file that plugin queries run against.
+/// A knowledge-base file that plugin queries run against.
 #[derive(Debug)]
 pub struct KbReader {
+    /// The file connections open: for a verified reader, the private snapshot.
     path: PathBuf,
+    /// The file as configured, for messages.
+    source: PathBuf,
     generation: usize,
     limits: QueryLimits,
+    info: Option<KbInfo>,
+    /// Holds the private snapshot of a verified KB; removed with the reader.
+    _snapshot: Option<tempfile::TempDir>,
 }
 
 impl KbReader {
-    /// `path` must already have been verified (schema and content hash).
+    /// A reader over any SQLite file, unverified (for tests and tools).
     pub fn new(path: &Path, limits: QueryLimits) -> Self {
         Self {
             path: path.to_path_buf(),
+            source: path.to_path_buf(),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             limits,
+            info: None,
+            _snapshot: None,
         }
     }
 
+    /// A reader over a knowledge base whose schema version and content hash
+    /// check out (see `kb::verify`); the only way the server makes one.
+    ///
+    /// The file is first copied into a private directory and the copy is
+    /// verified and served. Connections are opened lazily, per thread, so
+    /// serving from the configured path would let a file swapped in later,
+    /// verified or not, reach new threads; the snapshot is what was verified.
+    pub fn verified(path: &Path, limits: QueryLimits) -> crate::Result<Self> {
+        if !path.exists() {
+            return Err(crate::Error::KbInvalid {
+                path: path.to_path_buf(),
+                message: "file not found (build it with `rescue kb build`, or pass --kb)".into(),
+            });
+        }
+        let io = |source| crate::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("rescue-kb-")
+            .tempdir()
+            .map_err(io)?;
+        let snapshot = dir.path().join("kb.sqlite");
+        std::fs::copy(path, &snapshot).map_err(io)?;
+        let conn = Connection::open_with_flags(&snapshot, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| crate::Error::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let info = crate::kb::verify(&conn, path)?;
+        drop(conn);
+        Ok(Self {
+            info: Some(info),
+            source: path.to_path_buf(),
+            _snapshot: Some(dir),
+            ..Self::new(&snapshot, limits)
+        })
+    }
+
+    /// What verification found; placeholders for an unverified reader.
+    pub fn info(&self) -> KbInfo {
+        self.info.clone().unwrap_or_else(|| KbInfo {
+            schema_version: 0,
+            content_hash: "unverified".into(),
+            cwes_in_scope: 0,
+            backend: String::new(),
+        })
+    }
+
+    /// The knowledge base as configured (not the private snapshot).
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.source
     }
 
     /// Opens a connection the plugin can use: read-only, no attached databases,

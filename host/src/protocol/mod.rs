@@ -71,6 +71,15 @@ impl Route {
     }
 }
 
+/// Every route's [`Route::name`], for configuration checks.
+pub const ROUTE_NAMES: &[&str] = &[
+    "chat_completions",
+    "completions",
+    "responses",
+    "messages",
+    "count_tokens",
+];
+
 /// The API a pass-through path belongs to: Anthropic's routes live under
 /// `/v1/messages`; everything else is OpenAI-style.
 pub fn api_for_path(path: &str) -> UpstreamApi {

@@ -329,7 +329,7 @@ impl PluginRuntime {
         let outcome = self
             .pre
             .instantiate(&mut store)
-            .and_then(|plugin| plugin.call_augment(&mut store, facets, *params));
+            .and_then(|plugin| plugin.call_augment(&mut store, facets, params));
         match outcome {
             Ok(Ok(augmentation)) => Ok(augmentation),
             Ok(Err(error)) => Err(Error::PluginRun {
@@ -451,6 +451,7 @@ mod tests {
             top_k: 4,
             min_score: 3.2,
             max_chars: 6000,
+            cwe_scope: vec![],
         }
     }
 

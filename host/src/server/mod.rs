@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, FailurePolicy, UpstreamApi};
 use crate::error::Error;
-use crate::policy;
+use crate::metrics::Metrics;
+use crate::policy::{self, Decision, RequestContext};
 use crate::protocol::{self, Route, Unit};
 use crate::runtime::{PluginRuntime, RetrievalParams};
 use crate::upstream::{ProxyBody, Upstream, Upstreams, strip_hop_by_hop};
@@ -33,6 +34,8 @@ use crate::upstream::{ProxyBody, Upstream, Upstreams, strip_hop_by_hop};
 pub const HEADER_AUGMENTED: &str = "x-rescue-augmented";
 pub const HEADER_CWES: &str = "x-rescue-cwes";
 pub const HEADER_FAIL: &str = "x-rescue-fail";
+pub const HEADER_OPT_OUT: &str = "x-rescue-opt-out";
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,17 +43,46 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
     pub config: Config,
-    pub runtime: Arc<PluginRuntime>,
+    /// The plugin and the knowledge base it reads, swapped whole on reload;
+    /// a request keeps the `Arc` it started with, so in-flight requests
+    /// finish on the old pair.
+    runtime: RwLock<Arc<PluginRuntime>>,
     pub upstreams: Upstreams,
+    pub metrics: Metrics,
 }
 
 impl AppState {
-    fn retrieval_params(&self) -> RetrievalParams {
+    pub fn new(config: Config, runtime: Arc<PluginRuntime>, upstreams: Upstreams) -> Self {
+        let metrics = Metrics::default();
+        let info = runtime.kb().info();
+        metrics.set_kb(&info.content_hash, info.schema_version);
+        Self {
+            config,
+            runtime: RwLock::new(runtime),
+            upstreams,
+            metrics,
+        }
+    }
+
+    /// The runtime serving new requests.
+    pub fn runtime(&self) -> Arc<PluginRuntime> {
+        Arc::clone(&self.runtime.read().expect("runtime lock"))
+    }
+
+    /// Replaces the runtime for new requests.
+    pub fn swap_runtime(&self, runtime: Arc<PluginRuntime>) {
+        let info = runtime.kb().info();
+        self.metrics.set_kb(&info.content_hash, info.schema_version);
+        *self.runtime.write().expect("runtime lock") = runtime;
+    }
+
+    fn retrieval_params(&self, decision: &Decision) -> RetrievalParams {
         let a = &self.config.augment;
         RetrievalParams {
-            top_k: a.top_k,
+            top_k: decision.top_k,
             min_score: a.min_score,
             max_chars: a.max_chars,
+            cwe_scope: decision.cwes.clone(),
         }
     }
 }
@@ -101,44 +133,127 @@ pub async fn serve(
     }
 }
 
-/// The outcome of the augmentation phase, reported in response headers.
+/// The outcome of the augmentation phase, reported in response headers,
+/// metrics and the log line.
 #[derive(Debug, Default)]
 struct AugmentOutcome {
     augmented: bool,
     cwes: Vec<String>,
     failure: Option<&'static str>,
+    /// The policy rule that decided, if any.
+    rule: Option<String>,
+    /// Time from sending upstream to its response headers.
+    upstream_time: Option<Duration>,
 }
 
 async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    if method == http::Method::GET
+        && let Some(response) = admin(&state, &path)
+    {
+        return Ok(response);
+    }
+    // The client's id if it sent a usable one, else a fresh one; it goes
+    // upstream and back to the client, and into the log line.
+    let request_id = request
+        .headers()
+        .get(HEADER_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(HEADER_REQUEST_ID, value);
+    }
+
+    state.metrics.in_flight(1);
     let route = Route::classify(&method, &path);
     let api = route.map_or_else(|| protocol::api_for_path(&path), Route::api);
     let result = match route {
         Some(route) => augmented_route(&state, route, request).await,
         None => passthrough(&state, api, request).await,
     };
-    let (response, outcome) =
+    let (mut response, outcome) =
         result.unwrap_or_else(|error| (error_response(api, &error), AugmentOutcome::default()));
+    state.metrics.in_flight(-1);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(HEADER_REQUEST_ID, value);
+    }
+
+    let route_name = route.map_or("passthrough", Route::name);
+    let status = response.status().as_u16();
+    state.metrics.request(route_name, status);
+    let elapsed = started.elapsed();
+    if let Some(upstream) = outcome.upstream_time {
+        state
+            .metrics
+            .added_latency(route_name, elapsed.saturating_sub(upstream));
+    }
     // Never the prompt, never headers: they carry user data and credentials.
     tracing::info!(
+        request_id,
         %peer,
         %method,
         path,
-        route = route.map_or("passthrough", Route::name),
-        status = response.status().as_u16(),
+        route = route_name,
+        status,
+        policy = outcome.rule.as_deref().unwrap_or(""),
         augmented = outcome.augmented,
         cwes = %outcome.cwes.join(","),
         failure = outcome.failure.unwrap_or(""),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
     Ok(response)
+}
+
+/// A random 128-bit id in hex. Uniqueness is all it needs, not secrecy.
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut high = state.build_hasher();
+    high.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let mut low = state.build_hasher();
+    low.write_u64(high.finish());
+    format!("{:016x}{:016x}", high.finish(), low.finish())
+}
+
+/// The proxy's own endpoints: liveness, readiness and metrics.
+fn admin(state: &AppState, path: &str) -> Option<Response<ProxyBody>> {
+    let (content_type, body) = match path {
+        "/healthz" => (
+            "application/json",
+            serde_json::json!({"status": "ok"}).to_string(),
+        ),
+        "/readyz" => {
+            // The proxy listens only once the KB is verified and the plugin
+            // instantiated, and a reload never leaves it without a runtime.
+            let info = state.runtime().kb().info();
+            let body = serde_json::json!({
+                "status": "ready",
+                "kb": {"content_hash": info.content_hash, "schema_version": info.schema_version, "cwes_in_scope": info.cwes_in_scope},
+            });
+            ("application/json", body.to_string())
+        }
+        "/metrics" => ("text/plain; version=0.0.4", state.metrics.render()),
+        _ => return None,
+    };
+    let mut response = Response::new(full(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Some(response)
 }
 
 /// Any request the proxy does not augment: streamed through untouched.
@@ -154,9 +269,14 @@ async fn passthrough(
         .select(api, None)
         .or_else(|| state.upstreams.iter().find(|u| u.api == api))
         .ok_or(Error::NoUpstream { api, model: None })?;
+    let (response, upstream_time) = forward(upstream, request, false).await?;
+    state.metrics.upstream_time(api_name(api), upstream_time);
     Ok((
-        forward(upstream, request, false).await?,
-        AugmentOutcome::default(),
+        response,
+        AugmentOutcome {
+            upstream_time: Some(upstream_time),
+            ..AugmentOutcome::default()
+        },
     ))
 }
 
@@ -207,26 +327,51 @@ async fn augmented_route(
             model: model.map(str::to_string),
         })?;
 
-    let mut outcome = AugmentOutcome::default();
-    let mut units: Vec<Unit> = protocol::facets(route, &json)
-        .into_iter()
-        .filter(|f| policy::should_augment(state.config.augment.policy, f))
+    let decision = policy::decide(
+        &state.config,
+        &RequestContext {
+            key_sha256: policy::api_key(&parts.headers).map(policy::key_sha256),
+            team: parts
+                .headers
+                .get(state.config.server.team_header.as_str())
+                .and_then(|v| v.to_str().ok()),
+            route: route.name(),
+            model,
+        },
+    );
+    let mut outcome = AugmentOutcome {
+        rule: decision.rule.clone(),
+        ..AugmentOutcome::default()
+    };
+    let opt_out = parts
+        .headers
+        .get(HEADER_OPT_OUT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let honour_opt_out = opt_out && decision.allow_opt_out;
+
+    let all_units = protocol::facets(route, &json);
+    let mut units: Vec<Unit> = all_units
+        .iter()
+        .filter(|f| !honour_opt_out && decision.wants(f))
         .map(|facets| Unit {
-            facets,
+            facets: facets.clone(),
             knowledge: None,
         })
         .collect();
     // Completions batches must line up one unit per prompt: if the policy
     // skipped some prompts, augment none rather than the wrong ones.
-    if route == Route::Completions && units.len() != protocol::facets(route, &json).len() {
+    if route == Route::Completions && units.len() != all_units.len() {
         units.clear();
     }
+    let runtime = state.runtime();
     for unit in &mut units {
-        match state
-            .runtime
-            .augment(unit.facets.clone(), state.retrieval_params())
-            .await
-        {
+        let plugin_started = Instant::now();
+        let result = runtime
+            .augment(unit.facets.clone(), state.retrieval_params(&decision))
+            .await;
+        state.metrics.plugin_time(plugin_started.elapsed());
+        match result {
             Ok(Some(augmentation)) => {
                 unit.knowledge = Some(augmentation.text);
                 for cwe in augmentation.cwes {
@@ -238,14 +383,19 @@ async fn augmented_route(
             Ok(None) => {}
             Err(Error::PluginRun { kind, message }) => {
                 tracing::warn!(failure = kind.as_str(), "plugin failed: {message}");
-                match state.config.augment.on_plugin_failure {
+                match decision.on_plugin_failure {
                     FailurePolicy::Open => {
+                        state.metrics.plugin_failure(kind.as_str(), "open");
                         outcome.failure = Some(kind.as_str());
                         units.iter_mut().for_each(|u| u.knowledge = None);
                         outcome.cwes.clear();
                         break;
                     }
-                    FailurePolicy::Closed => return Err(Error::FailClosed { kind }),
+                    FailurePolicy::Closed => {
+                        state.metrics.plugin_failure(kind.as_str(), "closed");
+                        state.metrics.augmentation(route.name(), "failed_closed");
+                        return Err(Error::FailClosed { kind });
+                    }
                 }
             }
             Err(other) => return Err(other),
@@ -262,15 +412,42 @@ async fn augmented_route(
         }
         None => outcome.cwes.clear(),
     }
+    let label = if outcome.augmented {
+        "augmented"
+    } else if outcome.failure.is_some() {
+        "failed_open"
+    } else if units.is_empty() {
+        "skipped"
+    } else {
+        "not_relevant"
+    };
+    state.metrics.augmentation(route.name(), label);
+    for cwe in &outcome.cwes {
+        state.metrics.cwe_injected(cwe);
+    }
 
     let body_changed = outcome.augmented;
-    let mut response = forward(
+    let (mut response, upstream_time) = forward(
         upstream,
         Request::from_parts(parts, full(forwarded)),
         body_changed,
     )
     .await?;
+    state
+        .metrics
+        .upstream_time(api_name(route.api()), upstream_time);
+    outcome.upstream_time = Some(upstream_time);
     let headers = response.headers_mut();
+    if opt_out {
+        headers.insert(
+            HEADER_OPT_OUT,
+            HeaderValue::from_static(if honour_opt_out {
+                "honoured"
+            } else {
+                "refused"
+            }),
+        );
+    }
     headers.insert(
         HEADER_AUGMENTED,
         HeaderValue::from_static(if outcome.augmented { "true" } else { "false" }),
@@ -286,13 +463,21 @@ async fn augmented_route(
     Ok((response, outcome))
 }
 
-/// Sends a request upstream and streams the response back. `body_changed`
-/// means the proxy rewrote the body, so the client's length no longer holds.
+fn api_name(api: UpstreamApi) -> &'static str {
+    match api {
+        UpstreamApi::Openai => "openai",
+        UpstreamApi::Anthropic => "anthropic",
+    }
+}
+
+/// Sends a request upstream and streams the response back, with the time the
+/// upstream took to answer with headers. `body_changed` means the proxy
+/// rewrote the body, so the client's length no longer holds.
 async fn forward<B>(
     upstream: &Upstream,
     request: Request<B>,
     body_changed: bool,
-) -> Result<Response<ProxyBody>, Error>
+) -> Result<(Response<ProxyBody>, Duration), Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -313,12 +498,14 @@ where
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     let body: ProxyBody = body.map_err(Into::into).boxed();
+    let sent = Instant::now();
     let response = upstream.send(Request::from_parts(parts, body)).await?;
+    let upstream_time = sent.elapsed();
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed(),
+    Ok((
+        Response::from_parts(parts, body.map_err(Into::into).boxed()),
+        upstream_time,
     ))
 }
 
