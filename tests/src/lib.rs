@@ -352,6 +352,19 @@ impl Proxy {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (up to 10 s) until the proxy has logged `needle`: its stderr is
+    /// read by another thread, so a line can trail the response it is about.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Resident set size of the proxy process, in KiB (Linux /proc).
     pub fn rss_kib(&self) -> u64 {
         let status =

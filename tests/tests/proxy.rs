@@ -344,7 +344,11 @@ async fn fuel_exhaustion_fails_open_by_default() {
         Bytes::from(body),
         "fail-open forwards the original request"
     );
-    assert!(proxy.logs().contains("plugin-fuel-exhausted"));
+    assert!(
+        proxy.wait_for_log("plugin-fuel-exhausted"),
+        "{}",
+        proxy.logs()
+    );
 }
 
 #[tokio::test]
@@ -392,8 +396,8 @@ async fn api_keys_never_reach_the_logs() {
     )
     .await;
     call(proxy.addr, post("/v1/chat/completions", "not json")).await;
-    // Let the log line of the last request be written.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The last request's log line (bad JSON, 400) is written after its response.
+    assert!(proxy.wait_for_log("status=400"), "{}", proxy.logs());
     let logs = proxy.logs();
     assert!(
         logs.contains("request"),
