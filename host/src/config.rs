@@ -361,7 +361,9 @@ impl Config {
         for (i, rule) in self.policies.iter().enumerate() {
             for cwe in &rule.cwes {
                 if crate::policy::parse_cwe(cwe).is_none() {
-                    return bad(format!("policies[{i}].cwes: {cwe:?} is not a CWE id like \"CWE-89\""));
+                    return bad(format!(
+                        "policies[{i}].cwes: {cwe:?} is not a CWE id like \"CWE-89\""
+                    ));
                 }
             }
             for route in &rule.routes {
@@ -374,7 +376,9 @@ impl Config {
             }
             for key in &rule.key_sha256 {
                 if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return bad(format!("policies[{i}].key_sha256: {key:?} is not a hex SHA-256"));
+                    return bad(format!(
+                        "policies[{i}].key_sha256: {key:?} is not a hex SHA-256"
+                    ));
                 }
             }
             if rule.top_k == Some(0) {
