@@ -80,9 +80,33 @@ pub enum KbCommand {
         /// Where to write the knowledge base.
         #[arg(long, default_value = "kb.sqlite")]
         out: PathBuf,
+        /// Summarize guidelines and causes with the LLM behind this
+        /// OpenAI-compatible base URL (e.g. https://api.openai.com/v1).
+        #[arg(long, requires = "llm_model")]
+        llm_base_url: Option<String>,
+        /// The model to summarize with (e.g. gpt-4o-mini).
+        #[arg(long, requires = "llm_base_url")]
+        llm_model: Option<String>,
+        /// Environment variable holding the LLM API key (not needed by local servers).
+        #[arg(long, default_value = "OPENAI_API_KEY")]
+        llm_api_key_env: String,
+        /// Directory of cached LLM answers (default: ~/.cache/rescue-proxy/kb-llm).
+        #[arg(long)]
+        llm_cache: Option<PathBuf>,
+        /// Seconds to wait for one LLM answer.
+        #[arg(long, default_value_t = 300)]
+        llm_timeout_secs: u64,
+        /// Do not draw progress bars (they are only drawn on a terminal anyway).
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Check a knowledge base's schema version and content hash.
     Verify {
+        #[arg(default_value = "kb.sqlite")]
+        path: PathBuf,
+    },
+    /// Print what a knowledge base holds: counts per level, language and CWE.
+    Stats {
         #[arg(default_value = "kb.sqlite")]
         path: PathBuf,
     },
@@ -104,20 +128,67 @@ pub struct RetrieveArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => run_serve(args),
-        Command::Kb(KbCommand::Build { sources, out }) => {
+        Command::Kb(KbCommand::Build {
+            sources,
+            out,
+            llm_base_url,
+            llm_model,
+            llm_api_key_env,
+            llm_cache,
+            llm_timeout_secs,
+            no_progress,
+        }) => {
             init_logging(LogFormat::Text);
+            let summarizer = match (llm_base_url, llm_model) {
+                (Some(base_url), Some(model)) => {
+                    crate::kb::SummarizerChoice::Llm(crate::kb::LlmConfig {
+                        base_url,
+                        model,
+                        api_key_env: llm_api_key_env,
+                        cache_dir: llm_cache
+                            .unwrap_or_else(crate::kb::LlmConfig::default_cache_dir),
+                        timeout: std::time::Duration::from_secs(llm_timeout_secs),
+                        retry_delay: std::time::Duration::from_secs(2),
+                    })
+                }
+                _ => crate::kb::SummarizerChoice::Offline,
+            };
             let report = crate::kb::build(&crate::kb::BuildOptions {
                 sources,
                 out: out.clone(),
+                summarizer,
+                progress: !no_progress,
             })?;
             println!(
-                "built {}: {} CWEs ({} in scope), {} examples, content hash {}",
+                "built {}: {} CWEs ({} in scope), {} examples ({} sliced pairs, {:.1} -> {:.1} lines), \
+                 backend {} ({} summarizer calls, {} LLM requests, {} cached), content hash {}",
                 out.display(),
                 report.cwes_total,
                 report.cwes_in_scope,
                 report.examples,
+                report.pair_examples,
+                report.lines_before_avg,
+                report.lines_after_avg,
+                report.backend,
+                report.summarizer_calls,
+                report.llm_requests,
+                report.llm_cache_hits,
                 report.content_hash
             );
+            Ok(())
+        }
+        Command::Kb(KbCommand::Stats { path }) => {
+            open_verified(&path)?;
+            let stats = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|conn| crate::kb::stats(&conn))
+            .map_err(|source| Error::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+            print!("{stats}");
             Ok(())
         }
         Command::Kb(KbCommand::Verify { path }) => {

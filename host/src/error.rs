@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    #[error("knowledge-base summarizer: {message}")]
+    KbSummarize { message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

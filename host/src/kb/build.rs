@@ -1,6 +1,9 @@
 //! The knowledge-base build: sources directory in, one self-verifying SQLite
-//! file out. Deterministic by construction (sorted inputs, sorted inserts, no
-//! timestamps, FTS5 `optimize` + `VACUUM` before hashing), so building twice
+//! file out. Reads the CWE catalog and the code pairs, slices every pair,
+//! extracts API sets, summarizes each CWE's pairs (cluster-then-summarize),
+//! and writes both levels. Deterministic by construction (sorted inputs,
+//! sorted inserts, no timestamps, summaries either computed or cached by
+//! request, FTS5 `optimize` + `VACUUM` before hashing), so building twice
 //! from the same inputs yields the same content hash.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,12 +13,27 @@ use std::time::Instant;
 
 use rusqlite::{Connection, params};
 
+use super::apis::{api_changes, calls};
 use super::catalog::{Catalog, compose_cause};
+use super::pairs::{self, Pair, PairStats};
+use super::progress::Progress;
 use super::schema::{self, SCHEMA_VERSION};
+use super::slice::{self, Method, Snippet};
 use super::sources::{self, SourceFiles, TOP25_2024};
-use super::text::join_blocks;
-use super::{BuildOptions, BuildReport, content_hash};
+use super::summarize::llm::Llm;
+use super::summarize::offline::Offline;
+use super::summarize::{CweBrief, PairDigest, Summarizer, calls_for, cluster_then_summarize};
+use super::text::{join_blocks, leading_sentences, sentences};
+use super::{BuildOptions, BuildReport, SummarizerChoice, content_hash};
 use crate::{Error, Result};
+
+/// An API called in this many CWEs' examples or more says nothing about any
+/// one of them (`len`, `malloc`, `open`): it stays in `cwe_api` and
+/// `cwe.apis` but not in the full-text index.
+pub const GENERIC_API_CWES: usize = 5;
+/// APIs indexed per CWE, at most, and the examples one must appear in.
+pub const MAX_INDEXED_APIS: usize = 30;
+pub const MIN_API_EXAMPLES: u32 = 2;
 
 /// Why a CWE is in scope, in the order the reasons are written.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -49,10 +67,14 @@ pub(crate) struct KbContent {
     pub parents: Vec<(u32, u32)>,
     /// Sorted by (cwe, ordinal).
     pub examples: Vec<ExampleRow>,
+    /// (cwe, api, count), sorted.
+    pub apis: Vec<(u32, String, u32)>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CweRow {
+    /// Indexed API names (cwe_fts.apis), comma-separated.
+    pub fts_apis: String,
     pub id: u32,
     pub name: String,
     pub abstraction: String,
@@ -65,6 +87,8 @@ pub(crate) struct CweRow {
     pub tasks: String,
     pub in_scope: bool,
     pub scope_reason: String,
+    pub apis: String,
+    pub pairs: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,25 +100,69 @@ pub(crate) struct ExampleRow {
     pub intro: String,
     pub source: String,
     pub license: String,
+    pub apis: String,
+    pub cause: String,
+    pub lines_before: usize,
+    pub lines_after: usize,
+    pub slicing: String,
+    pub dataset: String,
+    pub split: String,
+    pub record: String,
+    pub commit_link: String,
+}
+
+/// The summarizer of a build, concretely, so its counters can be reported.
+enum Backend {
+    Offline(Offline),
+    Llm(Box<Llm>),
+}
+
+impl Backend {
+    fn summarizer(&mut self) -> &mut dyn Summarizer {
+        match self {
+            Backend::Offline(o) => o,
+            Backend::Llm(l) => l.as_mut(),
+        }
+    }
 }
 
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let started = Instant::now();
-    let content = collect(&opts.sources)?;
+    let progress = Progress::new(opts.progress);
+    let mut backend = match &opts.summarizer {
+        SummarizerChoice::Offline => Backend::Offline(Offline),
+        SummarizerChoice::Llm(config) => Backend::Llm(Box::new(Llm::new(config.clone())?)),
+    };
+    let (content, pair_report) = collect(&opts.sources, backend.summarizer(), &progress)?;
     let collected = started.elapsed();
 
-    let report_counts = (
+    progress.stage("writing", 1);
+    let examples = content.examples.len();
+    let pair_examples = content
+        .examples
+        .iter()
+        .filter(|e| e.dataset != schema::CATALOG_DATASET)
+        .count();
+    let (cwes_total, cwes_in_scope) = (
         content.cwes.len(),
         content.cwes.iter().filter(|c| c.in_scope).count(),
-        content.examples.len(),
     );
+    let backend_name = content.meta[schema::META_BACKEND].clone();
     let content_hash = write_atomically(&opts.out, &content)?;
-    let (cwes_total, cwes_in_scope, examples) = report_counts;
+    progress.finish();
+    let (llm_requests, llm_cache_hits) = match &backend {
+        Backend::Llm(l) => (l.requests(), l.cache_hits()),
+        Backend::Offline(_) => (0, 0),
+    };
     tracing::info!(
         out = %opts.out.display(),
         cwes_total,
         cwes_in_scope,
         examples,
+        pair_examples,
+        backend = %backend_name,
+        llm_requests,
+        llm_cache_hits,
         content_hash = %content_hash,
         read_ms = collected.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
@@ -104,13 +172,192 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         cwes_total,
         cwes_in_scope,
         examples,
+        pair_examples,
+        pairs_read: pair_report.stats.read,
+        lines_before_avg: pair_report.lines_before_avg,
+        lines_after_avg: pair_report.lines_after_avg,
+        backend: backend_name,
+        summarizer_calls: pair_report.summarizer_calls,
+        llm_requests,
+        llm_cache_hits,
         content_hash,
     })
 }
 
+/// One pair after slicing, with what its fix changed in the calls.
+struct SlicedPair<'p> {
+    pair: &'p Pair,
+    fixed: Snippet,
+    vulnerable: Snippet,
+    removed: Vec<String>,
+    added: Vec<String>,
+    fixed_apis: Vec<String>,
+    vulnerable_apis: Vec<String>,
+}
+
+/// What the pairs contributed, for the report and `kb_meta.pair_stats`.
+#[derive(Debug, Default)]
+struct PairReport {
+    stats: PairStats,
+    out_of_scope: usize,
+    lines_before_avg: f64,
+    lines_after_avg: f64,
+    summarizer_calls: usize,
+    json: String,
+}
+
+/// Slices every pair (both versions) on a few threads; the result is in
+/// input order whatever the scheduling.
+fn slice_pairs<'p>(pairs: &[&'p Pair], progress: &Progress) -> Vec<SlicedPair<'p>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let one = |pair: &'p Pair| {
+        let fixed = slice::slice(pair.language, &pair.after, &pair.fixed_points());
+        let vulnerable = slice::slice(pair.language, &pair.before, &pair.vulnerable_points());
+        let (removed, added) = api_changes(pair.language, &pair.before, &pair.after);
+        let fixed_apis = calls(pair.language, &fixed.code);
+        let vulnerable_apis = calls(pair.language, &vulnerable.code);
+        progress.inc();
+        SlicedPair {
+            pair,
+            fixed,
+            vulnerable,
+            removed,
+            added,
+            fixed_apis,
+            vulnerable_apis,
+        }
+    };
+    let mut out: Vec<(usize, SlicedPair<'p>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let one = &one;
+                scope.spawn(move || {
+                    pairs
+                        .iter()
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, p)| (i, one(p)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a slicing thread panicked"))
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+/// "github.com/owner/repo" of a commit link.
+fn project_of(commit_link: &str) -> String {
+    let link = commit_link
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    match link.find("/commit") {
+        Some(i) => link[..i].to_string(),
+        None => link.to_string(),
+    }
+}
+
+fn first_sentence(text: &str) -> String {
+    leading_sentences(&sentences(text), 240)
+}
+
+/// Pair-specific cause: what the fix changed in the calls, then what the
+/// weakness is.
+fn example_cause(removed: &[String], added: &[String], cwe_cause: &str) -> String {
+    let list = |apis: &[String]| {
+        apis.iter()
+            .take(3)
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let change = match (removed.is_empty(), added.is_empty()) {
+        (false, false) => format!(
+            "The vulnerable version called {}; the fix calls {} instead.",
+            list(removed),
+            list(added)
+        ),
+        (false, true) => format!("The fix removes the calls to {}.", list(removed)),
+        (true, false) => format!("The fix adds calls to {}.", list(added)),
+        (true, true) => String::new(),
+    };
+    let cause = first_sentence(cwe_cause);
+    match (change.is_empty(), cause.is_empty()) {
+        (true, _) => cause,
+        (false, true) => change,
+        (false, false) => format!("{change} {cause}"),
+    }
+}
+
+/// Why the fixed slice of `pair` is not stored as an example, if it is not.
+/// The plugin shows the shortest example of a CWE and language, so a snippet
+/// that does not show the fix (a fix that only deletes code, a change to the
+/// signature alone), does not parse, or is a fragment rather than a function
+/// would be shown first and teach nothing. Such pairs still count for the
+/// API sets and the summaries.
+fn rejection(pair: &Pair, snippet: &Snippet) -> Option<&'static str> {
+    let after: Vec<&str> = pair.after.lines().collect();
+    let fix: BTreeSet<&str> = pair
+        .added
+        .iter()
+        .filter(|&&r| r > 0)
+        .filter_map(|&r| after.get(r))
+        .map(|l| l.trim())
+        .filter(|l| {
+            l.chars().filter(|c| c.is_alphanumeric()).count() >= 2
+                && !["#", "//", "/*", "*"].iter().any(|c| l.starts_with(c))
+        })
+        .collect();
+    if fix.is_empty() {
+        return Some("no added code");
+    }
+    if !snippet.code.lines().any(|l| fix.contains(l.trim())) {
+        return Some("fix not in slice");
+    }
+    if snippet.errors.is_some_and(|e| e > 0) {
+        return Some("syntax errors");
+    }
+    if !snippet.function {
+        return Some("not a whole function");
+    }
+    if snippet.lines_after < 2 || snippet.lines_after > 2 * slice::MAX_LINES {
+        return Some("size");
+    }
+    None
+}
+
+fn dataset_name(dataset: &str) -> &str {
+    match dataset {
+        "safecoder" => "SafeCoder",
+        "sven" => "SVEN",
+        other => other,
+    }
+}
+
+/// Catalog language labels in the plugin's spelling where it has one.
+fn example_language(catalog: &str) -> String {
+    match catalog {
+        "c++" => "cpp".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Reads and parses every input and derives the rows.
-fn collect(root: &Path) -> Result<KbContent> {
+fn collect(
+    root: &Path,
+    summarizer: &mut dyn Summarizer,
+    progress: &Progress,
+) -> Result<(KbContent, PairReport)> {
     let mut files = SourceFiles::new(root);
+    progress.stage("reading", 1);
+    progress.message("CWE catalog");
 
     let xml = files.read_text(sources::CWE_XML)?;
     let xml_path = files.path(sources::CWE_XML);
@@ -165,10 +412,68 @@ fn collect(root: &Path) -> Result<KbContent> {
     }
 
     let tasks = sources::safecoder_tasks(&mut files)?;
+    progress.inc();
+
+    // Code pairs: read, keep those of indexed CWEs, slice.
+    let (all_pairs, stats) = pairs::read_pairs(&mut files)?;
+    let in_scope_pairs: Vec<&Pair> = all_pairs
+        .iter()
+        .filter(|p| scope.contains_key(&p.cwe))
+        .collect();
+    let mut report = PairReport {
+        out_of_scope: all_pairs.len() - in_scope_pairs.len(),
+        stats,
+        ..PairReport::default()
+    };
+    progress.stage("slicing", in_scope_pairs.len());
+    let sliced = slice_pairs(&in_scope_pairs, progress);
+
+    // Summaries: Algorithm 1 per CWE, pairs in read order.
+    let mut by_cwe: BTreeMap<u32, Vec<&SlicedPair<'_>>> = BTreeMap::new();
+    for s in &sliced {
+        by_cwe.entry(s.pair.cwe).or_default().push(s);
+    }
+    let total_calls: usize = by_cwe.values().map(|v| calls_for(v.len())).sum();
+    progress.stage("summarizing", total_calls);
+    let mut summaries = BTreeMap::new();
+    for (&id, group) in &by_cwe {
+        let weakness = &catalog.weaknesses[&id];
+        progress.message(format!("CWE-{id} ({} pairs)", group.len()));
+        let brief = CweBrief {
+            id,
+            name: weakness.name.clone(),
+            description: weakness.description.clone(),
+            catalog_guideline: catalog.guideline(id),
+            catalog_cause: compose_cause(weakness),
+        };
+        let digests: Vec<PairDigest> = group
+            .iter()
+            .map(|s| PairDigest {
+                id: s.pair.id.clone(),
+                language: s.pair.language.to_string(),
+                project: project_of(&s.pair.commit_link),
+                vulnerable: s.vulnerable.code.clone(),
+                fixed: s.fixed.code.clone(),
+                removed: s.removed.clone(),
+                added: s.added.clone(),
+            })
+            .collect();
+        let summary = cluster_then_summarize(summarizer, &brief, &digests, &mut || {
+            progress.inc();
+        })?;
+        if let Some(summary) = summary {
+            summaries.insert(id, summary);
+        }
+    }
+    report.summarizer_calls = total_calls;
 
     let mut content = KbContent::default();
     for (&id, weakness) in &catalog.weaknesses {
         let scope_reason = scope.get(&id).cloned();
+        let (guideline, cause) = match summaries.get(&id) {
+            Some(s) => (s.guideline.clone(), s.cause.clone()),
+            None => (catalog.guideline(id), compose_cause(weakness)),
+        };
         content.cwes.push(CweRow {
             id,
             name: weakness.name.clone(),
@@ -176,12 +481,14 @@ fn collect(root: &Path) -> Result<KbContent> {
             status: weakness.status.clone(),
             description: weakness.description.clone(),
             extended_description: join_blocks(&weakness.extended_blocks),
-            guideline: catalog.guideline(id),
-            cause: compose_cause(weakness),
+            guideline,
+            cause,
             languages: weakness.languages.join(","),
             tasks: tasks.get(&id).map(|t| t.join("\n")).unwrap_or_default(),
             in_scope: scope_reason.is_some(),
             scope_reason: scope_reason.unwrap_or_default(),
+            pairs: by_cwe.get(&id).map_or(0, Vec::len),
+            ..CweRow::default()
         });
         for &parent in &weakness.parents {
             if catalog.weaknesses.contains_key(&parent) {
@@ -195,24 +502,179 @@ fn collect(root: &Path) -> Result<KbContent> {
             }
         }
         if scope.contains_key(&id) {
+            let cause = first_sentence(
+                &content
+                    .cwes
+                    .last()
+                    .map(|c| c.cause.clone())
+                    .unwrap_or_default(),
+            );
             for (n, example) in weakness.good_examples.iter().enumerate() {
+                let language = example_language(&example.language);
+                let lines = example.code.lines().count();
                 content.examples.push(ExampleRow {
-                    id: format!("cwe-catalog:{id}:{}", n + 1),
+                    id: format!("{}:{id}:{}", schema::CATALOG_DATASET, n + 1),
                     cwe: id,
-                    language: example.language.clone(),
+                    apis: calls(&language, &example.code).join(","),
+                    language,
                     code: example.code.clone(),
                     intro: example.intro.clone(),
                     source: schema::EXAMPLE_SOURCE.to_owned(),
                     license: schema::EXAMPLE_LICENSE.to_owned(),
+                    cause: cause.clone(),
+                    lines_before: lines,
+                    lines_after: lines,
+                    slicing: "none".to_owned(),
+                    dataset: schema::CATALOG_DATASET.to_owned(),
+                    ..ExampleRow::default()
                 });
             }
         }
     }
     content.parents.sort_unstable();
 
+    // Code level: the sliced fixed version of every pair.
+    let causes: BTreeMap<u32, String> = content
+        .cwes
+        .iter()
+        .map(|c| (c.id, c.cause.clone()))
+        .collect();
+    let mut rejected: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &sliced {
+        let p = s.pair;
+        if let Some(why) = rejection(p, &s.fixed) {
+            *rejected.entry(why).or_default() += 1;
+            continue;
+        }
+        let intro = if p.description.is_empty() {
+            format!("The fixed `{}` of {}.", p.func_name, p.file_name)
+        } else {
+            p.description.clone()
+        };
+        content.examples.push(ExampleRow {
+            id: p.id.clone(),
+            cwe: p.cwe,
+            language: p.language.to_owned(),
+            code: s.fixed.code.clone(),
+            intro,
+            source: format!("{} {} {}", dataset_name(p.dataset), p.split, p.record),
+            license: schema::PAIR_LICENSE.to_owned(),
+            apis: s.fixed_apis.join(","),
+            cause: example_cause(&s.removed, &s.added, &causes[&p.cwe]),
+            lines_before: s.fixed.lines_before,
+            lines_after: s.fixed.lines_after,
+            slicing: s.fixed.method.as_str().to_owned(),
+            dataset: p.dataset.to_owned(),
+            split: p.split.clone(),
+            record: p.record.clone(),
+            commit_link: p.commit_link.clone(),
+        });
+    }
+    content
+        .examples
+        .sort_by(|a, b| (a.cwe, &a.id).cmp(&(b.cwe, &b.id)));
+
+    // API sets: per CWE, in how many examples each call appears (a pair
+    // counts once, whether the call is in its vulnerable or fixed slice).
+    let mut api_counts: BTreeMap<u32, BTreeMap<String, u32>> = BTreeMap::new();
+    for s in &sliced {
+        let set: BTreeSet<&String> = s.fixed_apis.iter().chain(&s.vulnerable_apis).collect();
+        let counts = api_counts.entry(s.pair.cwe).or_default();
+        for api in set {
+            *counts.entry(api.clone()).or_default() += 1;
+        }
+    }
+    for e in content
+        .examples
+        .iter()
+        .filter(|e| e.dataset == schema::CATALOG_DATASET)
+    {
+        let set: BTreeSet<&str> = e.apis.split(',').filter(|a| !a.is_empty()).collect();
+        let counts = api_counts.entry(e.cwe).or_default();
+        for api in set {
+            *counts.entry(api.to_string()).or_default() += 1;
+        }
+    }
+    let mut cwes_of_api: BTreeMap<&str, usize> = BTreeMap::new();
+    for counts in api_counts.values() {
+        for api in counts.keys() {
+            *cwes_of_api.entry(api).or_default() += 1;
+        }
+    }
+    for cwe in &mut content.cwes {
+        let Some(counts) = api_counts.get(&cwe.id) else {
+            continue;
+        };
+        let mut ranked: Vec<(&String, &u32)> = counts.iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        cwe.apis = ranked
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        cwe.fts_apis = ranked
+            .iter()
+            .filter(|(a, n)| **n >= MIN_API_EXAMPLES && cwes_of_api[a.as_str()] < GENERIC_API_CWES)
+            .take(MAX_INDEXED_APIS)
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        for (api, n) in counts {
+            content.apis.push((cwe.id, api.clone(), *n));
+        }
+    }
+
+    // What slicing did, over every pair and per language.
+    let n = sliced.len().max(1) as f64;
+    let before: usize = sliced.iter().map(|s| s.fixed.lines_before).sum();
+    let after: usize = sliced.iter().map(|s| s.fixed.lines_after).sum();
+    report.lines_before_avg = (before as f64 / n * 10.0).round() / 10.0;
+    report.lines_after_avg = (after as f64 / n * 10.0).round() / 10.0;
+    let mut by_language: BTreeMap<&str, (usize, usize, usize, usize, usize)> = BTreeMap::new();
+    for s in &sliced {
+        let e = by_language.entry(s.pair.language).or_default();
+        e.0 += 1;
+        e.1 += s.fixed.lines_before;
+        e.2 += s.fixed.lines_after;
+        e.3 += usize::from(s.fixed.method == Method::Window);
+        e.4 += usize::from(s.fixed.errors > s.fixed.errors_before);
+    }
+    let avg = |total: usize, n: usize| (total as f64 / n.max(1) as f64 * 10.0).round() / 10.0;
+    let languages: serde_json::Map<String, serde_json::Value> = by_language
+        .iter()
+        .map(|(lang, &(n, b, a, w, np))| {
+            (
+                lang.to_string(),
+                serde_json::json!({
+                    "pairs": n, "lines_before_avg": avg(b, n), "lines_after_avg": avg(a, n),
+                    "window": w, "not_parsing": np,
+                }),
+            )
+        })
+        .collect();
+    report.json = serde_json::json!({
+        "read": report.stats.read,
+        "duplicates": report.stats.duplicates,
+        "unchanged": report.stats.unchanged,
+        "unknown_language": report.stats.unknown_language,
+        "out_of_scope": report.out_of_scope,
+        "sliced": sliced.len(),
+        "points_from_line_changes": sliced.iter().filter(|s| s.pair.from_line_changes).count(),
+        "hops": slice::HOPS,
+        "max_lines": slice::MAX_LINES,
+        "lines_before_avg": report.lines_before_avg,
+        "lines_after_avg": report.lines_after_avg,
+        "by_language": languages,
+        "examples": sliced.len() - rejected.values().sum::<usize>(),
+        "rejected": rejected,
+        "summarizer_calls": report.summarizer_calls,
+    })
+    .to_string();
+
     let hashes = files.into_hashes();
     content.meta = BTreeMap::from([
-        (schema::META_BACKEND.to_owned(), schema::BACKEND.to_owned()),
+        (schema::META_BACKEND.to_owned(), summarizer.backend()),
+        (schema::META_PAIR_STATS.to_owned(), report.json.clone()),
         (
             schema::META_CWE_CATALOG_VERSION.to_owned(),
             catalog.version.clone(),
@@ -226,7 +688,7 @@ fn collect(root: &Path) -> Result<KbContent> {
             schema::LICENSE_NOTICE.to_owned(),
         ),
     ]);
-    Ok(content)
+    Ok((content, report))
 }
 
 /// Builds into a temporary file beside `out` and renames it over `out`, so a
@@ -309,11 +771,13 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
 
         let mut insert = tx.prepare(
             "INSERT INTO cwe (id, name, abstraction, status, description, extended_description, \
-             guideline, cause, languages, tasks, in_scope, scope_reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             guideline, cause, languages, tasks, in_scope, scope_reason, apis, pairs) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let mut insert_fts =
-            tx.prepare("INSERT INTO cwe_fts (rowid, name, description, guideline, cause, tasks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut insert_fts = tx.prepare(
+            "INSERT INTO cwe_fts (rowid, name, description, guideline, cause, tasks, apis) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
         let mut cwes: Vec<&CweRow> = content.cwes.iter().collect();
         cwes.sort_by_key(|c| c.id);
         for c in cwes {
@@ -329,7 +793,9 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
                 c.languages,
                 c.tasks,
                 c.in_scope,
-                c.scope_reason
+                c.scope_reason,
+                c.apis,
+                c.pairs as i64
             ])?;
             if c.in_scope {
                 insert_fts.execute(params![
@@ -338,7 +804,8 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
                     c.description,
                     c.guideline,
                     c.cause,
-                    c.tasks
+                    c.tasks,
+                    c.fts_apis
                 ])?;
             }
         }
@@ -352,13 +819,39 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
         }
 
         let mut insert = tx.prepare(
-            "INSERT INTO example (id, cwe, language, code, intro, source, license) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO example (id, cwe, language, code, intro, source, license, apis, cause, \
+             lines_before, lines_after, slicing, dataset, split, record, commit_link) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
-        for e in &content.examples {
+        let mut examples: Vec<&ExampleRow> = content.examples.iter().collect();
+        examples.sort_by(|a, b| a.id.cmp(&b.id));
+        for e in examples {
             insert.execute(params![
-                e.id, e.cwe, e.language, e.code, e.intro, e.source, e.license
+                e.id,
+                e.cwe,
+                e.language,
+                e.code,
+                e.intro,
+                e.source,
+                e.license,
+                e.apis,
+                e.cause,
+                e.lines_before as i64,
+                e.lines_after as i64,
+                e.slicing,
+                e.dataset,
+                e.split,
+                e.record,
+                e.commit_link
             ])?;
+        }
+
+        let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;
+        let mut apis = content.apis.clone();
+        apis.sort();
+        apis.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        for (cwe, api, count) in apis {
+            insert.execute(params![cwe, api, count])?;
         }
     }
     tx.commit()?;

@@ -1,48 +1,100 @@
-//! The security knowledge base: a single SQLite file holding the MITRE CWE
-//! weaknesses with short, prompt-ready guidelines, their hierarchy, secure
-//! code examples and an FTS5 index for BM25 retrieval.
+//! The security knowledge base: a single SQLite file holding RESCUE's two
+//! levels of security knowledge. CWE level: the MITRE CWE weaknesses with a
+//! prompt-ready security guideline and vulnerability cause (summarized from
+//! the code pairs of each CWE), an API set, their hierarchy, and an FTS5
+//! index for BM25 retrieval. Code level: concise secure examples, the fixed
+//! versions of the SafeCoder/SVEN vulnerable/fixed pairs cut down by program
+//! slicing, plus the catalog's own good examples.
 //!
-//! [`build`] makes it offline and deterministically from the raw sources
-//! (MITRE CWE 4.14 XML, SafeCoder/SVEN labels, CodeShield rules); [`verify`]
-//! checks at start-up that a file is the one that was built (schema version
-//! and content hash), so a modified knowledge base is refused rather than
-//! silently injected into prompts.
+//! [`build`] makes it from the raw sources (MITRE CWE 4.14 XML, SafeCoder and
+//! SVEN pairs, CodeShield rules), offline and deterministically by default or
+//! with an LLM summarizer whose answers are cached; [`verify`] checks at
+//! start-up that a file is the one that was built (schema version and content
+//! hash), so a modified knowledge base is refused rather than silently
+//! injected into prompts; [`stats`] counts what a file holds.
 
+mod apis;
 mod build;
 mod catalog;
 mod diff;
+#[cfg(test)]
+mod fixture;
 mod hash;
 mod pairs;
+mod progress;
 pub mod schema;
 pub mod slice;
 mod sources;
+mod stats;
+pub mod summarize;
 mod text;
 
 use std::path::{Path, PathBuf};
 
 pub use hash::content_hash;
 pub use schema::SCHEMA_VERSION;
+pub use stats::{KbStats, stats};
+pub use summarize::llm::LlmConfig;
 
 use crate::{Error, Result};
 
-/// Where to read the sources from and where to write the knowledge base.
+/// Where to read the sources from, where to write the knowledge base, and
+/// who writes the summaries.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// The `kb-sources` directory (with `cwe/`, `safecoder/`, `sven/`, `codeshield-rules/`).
     pub sources: PathBuf,
     /// The SQLite file to create or replace.
     pub out: PathBuf,
+    pub summarizer: SummarizerChoice,
+    /// Draw progress bars on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl BuildOptions {
+    /// An offline build without progress bars.
+    pub fn offline(sources: PathBuf, out: PathBuf) -> Self {
+        Self {
+            sources,
+            out,
+            summarizer: SummarizerChoice::Offline,
+            progress: false,
+        }
+    }
+}
+
+/// The back-end of cluster-then-summarize.
+#[derive(Debug, Clone)]
+pub enum SummarizerChoice {
+    /// Deterministic, from the catalog text and the pairs' API changes.
+    Offline,
+    /// An OpenAI-compatible chat endpoint, answers cached on disk.
+    Llm(LlmConfig),
 }
 
 /// What a build produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BuildReport {
     /// Non-deprecated weaknesses stored (the whole hierarchy).
     pub cwes_total: usize,
     /// Weaknesses that are retrieval candidates.
     pub cwes_in_scope: usize,
-    /// Secure code examples stored.
+    /// Secure code examples stored (catalog and pairs).
     pub examples: usize,
+    /// Of those, sliced code pairs.
+    pub pair_examples: usize,
+    /// Pair records read from the datasets (before deduplication).
+    pub pairs_read: usize,
+    /// Average lines of a fixed function before and after slicing.
+    pub lines_before_avg: f64,
+    pub lines_after_avg: f64,
+    /// `kb_meta.backend`.
+    pub backend: String,
+    /// Summarizer calls Algorithm 1 made (batches and merges).
+    pub summarizer_calls: usize,
+    /// LLM back-end: requests sent, and answers taken from the cache.
+    pub llm_requests: usize,
+    pub llm_cache_hits: usize,
     pub content_hash: String,
 }
 
@@ -212,7 +264,9 @@ mod tests {
                 intro: "Cast first.".into(),
                 source: "MITRE CWE 4.14".into(),
                 license: "CWE Terms of Use".into(),
+                ..ExampleRow::default()
             }],
+            apis: vec![(89, "cursor.execute".into(), 3)],
         }
     }
 
@@ -361,11 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("kb/rescue-kb.sqlite");
         let started = std::time::Instant::now();
-        let report = build(&BuildOptions {
-            sources: sources.clone(),
-            out: out.clone(),
-        })
-        .unwrap();
+        let report = build(&BuildOptions::offline(sources.clone(), out.clone())).unwrap();
         eprintln!("built in {:?}: {report:?}", started.elapsed());
 
         assert!((40..=150).contains(&report.cwes_in_scope), "{report:?}");
@@ -416,10 +466,10 @@ mod tests {
         assert_eq!(best, 89);
         drop(conn);
 
-        let again = build(&BuildOptions {
+        let again = build(&BuildOptions::offline(
             sources,
-            out: dir.path().join("again.sqlite"),
-        })
+            dir.path().join("again.sqlite"),
+        ))
         .unwrap();
         assert_eq!(again, report);
         assert_eq!(
@@ -427,5 +477,192 @@ mod tests {
             std::fs::read(dir.path().join("again.sqlite")).unwrap(),
             "the files themselves are byte-identical"
         );
+    }
+
+    fn one<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> T {
+        conn.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    #[test]
+    fn builds_both_levels_from_a_small_source_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = dir.path().join("sources");
+        fixture::write_sources(&sources, 12, 7);
+        let out = dir.path().join("kb.sqlite");
+        let report = build(&BuildOptions::offline(sources.clone(), out.clone())).unwrap();
+        assert_eq!(report.cwes_total, 3);
+        assert_eq!(report.cwes_in_scope, 2, "89 and 78; their parent stays out");
+        assert_eq!(report.pairs_read, 12 + 7);
+        assert_eq!(report.pair_examples, 19);
+        assert_eq!(report.examples, 19);
+        assert_eq!(report.backend, schema::BACKEND);
+        // CWE-89, 12 pairs: two batches and a merge; CWE-78, 7 pairs: one batch.
+        assert_eq!(report.summarizer_calls, 2 + 1 + 1);
+
+        let conn = open_ro(&out);
+        verify(&conn, &out).unwrap();
+        // CWE level: guideline from the catalog plus what the fixes agree on.
+        let guideline: String = one(&conn, "SELECT guideline FROM cwe WHERE id = 78");
+        assert_eq!(
+            guideline,
+            "- Pass arguments as a list instead of a shell string.\n\
+             - Call `subprocess.run` instead of `os.system` (Python; the fixes of 7 projects do)."
+        );
+        let cause: String = one(&conn, "SELECT cause FROM cwe WHERE id = 78");
+        assert!(cause.ends_with("removed calls such as `os.system` (Python) and added calls such as `subprocess.run` (Python)."), "{cause}");
+        assert_eq!(one::<i64>(&conn, "SELECT pairs FROM cwe WHERE id = 89"), 12);
+        assert_eq!(one::<i64>(&conn, "SELECT pairs FROM cwe WHERE id = 943"), 0);
+        // API sets.
+        assert_eq!(
+            one::<String>(&conn, "SELECT apis FROM cwe WHERE id = 89"),
+            "conn.cursor,cur.execute,cur.fetchall"
+        );
+        assert_eq!(
+            one::<i64>(
+                &conn,
+                "SELECT count FROM cwe_api WHERE cwe = 78 AND api = 'os.system'"
+            ),
+            7
+        );
+        assert_eq!(
+            one::<i64>(
+                &conn,
+                "SELECT rowid FROM cwe_fts WHERE cwe_fts MATCH 'apis : fetchall'"
+            ),
+            89
+        );
+        // Code level: the slice drops the unrelated log call.
+        let (code, lines_before, lines_after, slicing, source, record, commit, license, apis, intro): (
+            String, i64, i64, String, String, String, String, String, String, String,
+        ) = conn
+            .query_row(
+                "SELECT code, lines_before, lines_after, slicing, source, record, commit_link, license, apis, intro \
+                 FROM example WHERE id = 'safecoder:train:sec-new-desc:1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            code,
+            "def find_user0(conn, name):\n    cur = conn.cursor()\n    cur.execute(\"SELECT * FROM users0 WHERE name = %s\", (name,))\n    return cur.fetchall()"
+        );
+        assert_eq!((lines_before, lines_after), (5, 4));
+        assert_eq!(slicing, "pdg-slice");
+        assert_eq!(source, "SafeCoder train sec-new-desc.jsonl:1");
+        assert_eq!(record, "sec-new-desc.jsonl:1");
+        assert_eq!(commit, format!("github.com/org0/app/commit/{:040}", 0));
+        assert_eq!(license, "MIT");
+        assert_eq!(apis, "conn.cursor,cur.execute,cur.fetchall");
+        assert_eq!(
+            intro,
+            "Write a Python function that looks up user 0 by name."
+        );
+        // SVEN's val pair gets the description SafeCoder's val/sec-desc gives it.
+        let (intro, cause): (String, String) = conn
+            .query_row(
+                "SELECT intro, cause FROM example WHERE id = 'sven:val:cwe-078:1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(intro, "Write a Python function that lists a directory.");
+        assert!(
+            cause.starts_with(
+                "The vulnerable version called `os.system`; the fix calls `subprocess.run` instead."
+            ),
+            "{cause}"
+        );
+        // The plugin's example query finds a pair example.
+        let id: String = conn
+            .query_row(
+                "SELECT id, language, code FROM example WHERE cwe = ?1 AND (language = ?2 OR (?2 = '' AND language <> '')) ORDER BY length(code), id LIMIT 1",
+                rusqlite::params![78, "python"],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(id.starts_with("sven:"), "{id}");
+        drop(conn);
+
+        // Same inputs, same hash.
+        let again = build(&BuildOptions::offline(
+            sources,
+            dir.path().join("again.sqlite"),
+        ))
+        .unwrap();
+        assert_eq!(again.content_hash, report.content_hash);
+    }
+
+    #[test]
+    fn llm_backend_builds_through_a_mock_endpoint_and_caches() {
+        let server = summarize::llm::mock::start();
+        let dir = tempfile::tempdir().unwrap();
+        let sources = dir.path().join("sources");
+        fixture::write_sources(&sources, 23, 7);
+        let options = |out: &str| BuildOptions {
+            sources: sources.clone(),
+            out: dir.path().join(out),
+            summarizer: SummarizerChoice::Llm(LlmConfig {
+                base_url: server.base_url(),
+                model: "mock-model".into(),
+                api_key_env: "RESCUE_TEST_UNSET_API_KEY".into(),
+                cache_dir: dir.path().join("cache"),
+                timeout: std::time::Duration::from_secs(10),
+                retry_delay: std::time::Duration::from_millis(10),
+            }),
+            progress: false,
+        };
+
+        let report = build(&options("llm.sqlite")).unwrap();
+        // CWE-89: 23 pairs = batches of 10, 10, 3 + one merge; CWE-78: 7 pairs = one batch.
+        assert_eq!(server.requests(), 5);
+        assert_eq!(
+            (
+                report.summarizer_calls,
+                report.llm_requests,
+                report.llm_cache_hits
+            ),
+            (5, 5, 0)
+        );
+        assert_eq!(report.backend, "llm-v1:mock-model");
+
+        let out = dir.path().join("llm.sqlite");
+        let conn = open_ro(&out);
+        assert_eq!(verify(&conn, &out).unwrap().backend, "llm-v1:mock-model");
+        assert_eq!(
+            one::<String>(&conn, "SELECT guideline FROM cwe WHERE id = 89"),
+            "- Do merge 3 summaries for CWE-89.\n- Don't trust input."
+        );
+        assert_eq!(
+            one::<String>(&conn, "SELECT cause FROM cwe WHERE id = 89"),
+            "Merged cause of 3 summaries."
+        );
+        assert_eq!(
+            one::<String>(&conn, "SELECT guideline FROM cwe WHERE id = 78"),
+            "- Do fix what 7 pairs show."
+        );
+        assert_eq!(
+            one::<i64>(
+                &conn,
+                "SELECT rowid FROM cwe_fts WHERE cwe_fts MATCH 'merge' ORDER BY rowid LIMIT 1"
+            ),
+            89
+        );
+        // Examples and API sets do not depend on the summarizer.
+        assert_eq!(one::<i64>(&conn, "SELECT count(*) FROM example"), 30);
+        drop(conn);
+
+        // A rebuild answers everything from the cache: no request, same file.
+        let again = build(&options("again.sqlite")).unwrap();
+        assert_eq!(server.requests(), 5);
+        assert_eq!((again.llm_requests, again.llm_cache_hits), (0, 5));
+        assert_eq!(again.content_hash, report.content_hash);
+
+        let offline = build(&BuildOptions::offline(
+            sources.clone(),
+            dir.path().join("off.sqlite"),
+        ))
+        .unwrap();
+        assert_ne!(offline.content_hash, report.content_hash);
     }
 }

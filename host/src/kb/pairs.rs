@@ -2,7 +2,7 @@
 //! naming their language, deduplicating them and finding their points of
 //! interest (the lines each fix changed).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
@@ -250,16 +250,6 @@ fn parse_file(files: &mut SourceFiles, rel: &str) -> Result<Vec<(usize, RawPair)
     Ok(out)
 }
 
-/// Pairs grouped by CWE, each group in read order (the cluster step of
-/// RESCUE's cluster-then-summarize: the datasets' labels are the clusters).
-pub fn by_cwe(pairs: &[Pair]) -> BTreeMap<u32, Vec<&Pair>> {
-    let mut groups: BTreeMap<u32, Vec<&Pair>> = BTreeMap::new();
-    for pair in pairs {
-        groups.entry(pair.cwe).or_default().push(pair);
-    }
-    groups
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,73 +263,5 @@ mod tests {
         assert_eq!(language_of("lib/x.rb"), Some("ruby"));
         assert_eq!(language_of("Makefile"), None);
         assert_eq!(split_of("sven/data_train_val/val/cwe-022.jsonl"), "val");
-    }
-}
-
-#[cfg(test)]
-mod explore {
-    use super::*;
-    use std::fmt::Write;
-
-    #[test]
-    #[ignore]
-    fn dump_slices() {
-        let root =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/kb-sources");
-        let mut files = SourceFiles::new(&root);
-        let (pairs, stats) = read_pairs(&mut files).unwrap();
-        eprintln!("{stats:?} {}", pairs.len());
-        let mut out = String::new();
-        let mut agg: BTreeMap<&str, (usize, usize, usize, usize, usize)> = BTreeMap::new();
-        let started = std::time::Instant::now();
-        for p in &pairs {
-            let s = crate::kb::slice::slice(p.language, &p.after, &p.fixed_points());
-            let e = agg.entry(p.language).or_default();
-            e.0 += 1;
-            e.1 += s.lines_before;
-            e.2 += s.lines_after;
-            if s.method == crate::kb::slice::Method::Window {
-                e.3 += 1;
-            }
-            if s.parses != Some(true) {
-                e.4 += 1;
-            }
-            writeln!(
-                out,
-                "===== {} {} cwe-{} {} {:?} parses={:?} {}->{} pois={:?}\n{}\n",
-                p.id,
-                p.language,
-                p.cwe,
-                p.func_name,
-                s.method,
-                s.parses,
-                s.lines_before,
-                s.lines_after,
-                p.fixed_points(),
-                s.code
-            )
-            .unwrap();
-        }
-        eprintln!("{:?}", started.elapsed());
-        let (mut n, mut b, mut a) = (0, 0, 0);
-        for (l, e) in &agg {
-            eprintln!(
-                "{l}: n={} before={:.1} after={:.1} window={} noparse={}",
-                e.0,
-                e.1 as f64 / e.0 as f64,
-                e.2 as f64 / e.0 as f64,
-                e.3,
-                e.4
-            );
-            n += e.0;
-            b += e.1;
-            a += e.2;
-        }
-        eprintln!(
-            "all: n={n} before={:.1} after={:.1}",
-            b as f64 / n as f64,
-            a as f64 / n as f64
-        );
-        std::fs::write("/tmp/slices.txt", out).unwrap();
     }
 }

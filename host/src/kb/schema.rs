@@ -4,21 +4,24 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
 -- Provenance and integrity of the file. Keys: schema_version, content_hash
--- (sha256 over everything else, see kb::content_hash), backend,
--- cwe_catalog_version, source_hashes (JSON: relative input path -> sha256),
--- license_notice (the notices the embedded CWE text and datasets require).
+-- (sha256 over everything else, see kb::content_hash), backend (how
+-- guidelines and causes were written), cwe_catalog_version, source_hashes
+-- (JSON: relative input path -> sha256), pair_stats (JSON: pairs read,
+-- skipped, sliced; lines before/after slicing), license_notice (the notices
+-- the embedded CWE text and datasets require).
 CREATE TABLE kb_meta (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- Every non-deprecated Weakness of the catalog. Only in_scope = 1 rows are
--- retrieval candidates; the others are kept so the ChildOf hierarchy is whole.
+-- CWE level. Every non-deprecated Weakness of the catalog. Only in_scope = 1
+-- rows are retrieval candidates; the others are kept so the ChildOf
+-- hierarchy is whole.
 CREATE TABLE cwe (
   id INTEGER PRIMARY KEY,              -- 89 (display as "CWE-89")
   name TEXT NOT NULL,
@@ -26,15 +29,18 @@ CREATE TABLE cwe (
   status TEXT NOT NULL,                -- Stable/Draft/Incomplete
   description TEXT NOT NULL,
   extended_description TEXT NOT NULL,  -- plain text, '' if none
-  guideline TEXT NOT NULL,             -- up to 5 "- " lines from Potential_Mitigations
-  cause TEXT NOT NULL,                 -- what makes code vulnerable (<= ~400 chars)
+  guideline TEXT NOT NULL,             -- security guideline: "- " do/don't rules (summarized, see kb_meta.backend)
+  cause TEXT NOT NULL,                 -- vulnerability cause: what makes code vulnerable
   languages TEXT NOT NULL,             -- e.g. "c,c++,java"; '' = language-independent
   tasks TEXT NOT NULL,                 -- task descriptions of the CWE's code pairs, one per line (SafeCoder); '' if none
   in_scope INTEGER NOT NULL,           -- 1 = retrieval candidate
-  scope_reason TEXT NOT NULL           -- e.g. "top25-2024,safecoder,sven,codeshield"; '' when out of scope
+  scope_reason TEXT NOT NULL,          -- e.g. "top25-2024,safecoder,sven,codeshield"; '' when out of scope
+  apis TEXT NOT NULL,                  -- API set: calls in the CWE's examples, most frequent first, comma-separated
+  pairs INTEGER NOT NULL               -- vulnerable/fixed code pairs summarized into guideline and cause
 );
 
--- ChildOf relations of the Research Concepts view (CWE-1000), both ends in `cwe`.
+-- ChildOf relations of the Research Concepts view (CWE-1000), both ends in
+-- `cwe`; children of X: SELECT child FROM cwe_parent WHERE parent = X.
 CREATE TABLE cwe_parent (
   child INTEGER NOT NULL,
   parent INTEGER NOT NULL,
@@ -42,24 +48,48 @@ CREATE TABLE cwe_parent (
 ) WITHOUT ROWID;
 CREATE INDEX cwe_parent_by_parent ON cwe_parent (parent, child);
 
--- Secure (Nature="Good") demonstrative examples of the in-scope weaknesses.
-CREATE TABLE example (
-  id TEXT PRIMARY KEY,                 -- "cwe-catalog:89:1" (1-based per CWE, catalog order)
+-- The API set of each CWE with counts: in how many of its examples (pairs:
+-- vulnerable or fixed slice; catalog examples: the example) a call appears.
+CREATE TABLE cwe_api (
   cwe INTEGER NOT NULL,
-  language TEXT NOT NULL,              -- lowercase, '' if unknown
+  api TEXT NOT NULL,                   -- "cursor.execute", "os.system", "strcpy"
+  count INTEGER NOT NULL,
+  PRIMARY KEY (cwe, api)
+) WITHOUT ROWID;
+CREATE INDEX cwe_api_by_api ON cwe_api (api, cwe);
+
+-- Code level: secure examples of the in-scope weaknesses. The sliced fixed
+-- versions of the SafeCoder/SVEN pairs, and the Good demonstrative examples
+-- of the catalog.
+CREATE TABLE example (
+  id TEXT PRIMARY KEY,                 -- "sven:train:cwe-089:17", "safecoder:val:sec-new-desc:3", "cwe-catalog:89:1"
+  cwe INTEGER NOT NULL,
+  language TEXT NOT NULL,              -- lowercase: python, c, cpp, javascript, go, java, ruby (catalog: as it names them, e.g. "c++", "php"); '' if unknown
   code TEXT NOT NULL,                  -- plain text with newlines and indentation
-  intro TEXT NOT NULL,                 -- short explanation of the example and the fix
-  source TEXT NOT NULL,                -- "MITRE CWE 4.14"
-  license TEXT NOT NULL                -- "CWE Terms of Use"
+  intro TEXT NOT NULL,                 -- the task the code solves (SafeCoder description) or a short explanation
+  source TEXT NOT NULL,                -- "SVEN train cwe-089.jsonl:17", "MITRE CWE 4.14"
+  license TEXT NOT NULL,               -- license of the dataset: "MIT", "CWE Terms of Use"
+  apis TEXT NOT NULL,                  -- API set of the example: calls in `code`, comma-separated
+  cause TEXT NOT NULL,                 -- why the vulnerable version was vulnerable / what the fix changed
+  lines_before INTEGER NOT NULL,       -- lines of the whole fixed function (catalog: of the example)
+  lines_after INTEGER NOT NULL,        -- lines of `code`
+  slicing TEXT NOT NULL,               -- "pdg-slice", "window" (no grammar or no parse), "none" (catalog)
+  dataset TEXT NOT NULL,               -- "safecoder", "sven", "cwe-catalog"
+  split TEXT NOT NULL,                 -- "train", "val"; '' for the catalog
+  record TEXT NOT NULL,                -- file and line of the record: "cwe-089.jsonl:17"; '' for the catalog
+  commit_link TEXT NOT NULL            -- the upstream fix the code comes from (its project's license applies); '' for the catalog
 );
 CREATE INDEX example_by_cwe ON example (cwe, id);
 
 -- Full-text index for BM25 retrieval, one row per in-scope CWE, rowid = cwe id.
 -- `tasks` holds coding tasks phrased as users phrase them, which is what
--- requests look like; the catalog's prose alone matches them poorly:
+-- requests look like; the catalog's prose alone matches them poorly. `apis`
+-- is the CWE's API set without calls common to many CWEs (comma-separated);
+-- it is last, so weight lists written for the first five columns still work
+-- (FTS5 gives unlisted columns weight 1.0):
 --   SELECT rowid FROM cwe_fts WHERE cwe_fts MATCH ? ORDER BY bm25(cwe_fts, ...)
 CREATE VIRTUAL TABLE cwe_fts USING fts5(
-  name, description, guideline, cause, tasks,
+  name, description, guideline, cause, tasks, apis,
   tokenize = 'porter unicode61'
 );
 "#;
@@ -70,10 +100,11 @@ pub const META_BACKEND: &str = "backend";
 pub const META_CWE_CATALOG_VERSION: &str = "cwe_catalog_version";
 pub const META_SOURCE_HASHES: &str = "source_hashes";
 pub const META_LICENSE_NOTICE: &str = "license_notice";
+pub const META_PAIR_STATS: &str = "pair_stats";
 
-/// Names how guidelines were produced (offline, from the catalog alone), so a
-/// later backend (e.g. model-written guidelines) is distinguishable.
-pub const BACKEND: &str = "offline-catalog-v1";
+/// Names how guidelines were produced by default (offline: the catalog plus
+/// the pairs' diffs); the LLM back-end writes "llm-v1:<model>".
+pub const BACKEND: &str = super::summarize::offline::BACKEND;
 
 /// The catalog version the build expects (checked against the XML root).
 pub const CWE_CATALOG_VERSION: &str = "4.14";
@@ -81,6 +112,11 @@ pub const CWE_CATALOG_VERSION: &str = "4.14";
 /// `example.source` / `example.license` for catalog examples.
 pub const EXAMPLE_SOURCE: &str = "MITRE CWE 4.14";
 pub const EXAMPLE_LICENSE: &str = "CWE Terms of Use";
+/// `example.dataset` of catalog examples.
+pub const CATALOG_DATASET: &str = "cwe-catalog";
+/// `example.license` of SafeCoder/SVEN examples: the datasets' license. The
+/// code itself comes from the project of `example.commit_link`.
+pub const PAIR_LICENSE: &str = "MIT";
 
 /// Kept in every file: the CWE Terms of Use require MITRE's copyright
 /// designation and the license with any copy of CWE content.
@@ -98,7 +134,10 @@ CWE for research, development, and commercial purposes. Any copy you make for \
 such purposes is authorized on the condition that you reproduce MITRE's \
 copyright designation and this license in any such copy. The CWE content is \
 provided \"as is\", without warranty (see the Terms of Use for the full disclaimers).\n\
-The CWE labels that select the in-scope weaknesses, and the task descriptions \
-in cwe.tasks, come from SafeCoder and SVEN \
+The CWE labels that select the in-scope weaknesses, the task descriptions \
+in cwe.tasks, and the vulnerable/fixed code pairs behind the examples (table \
+example, dataset safecoder or sven) and their summaries come from SafeCoder and SVEN \
 (MIT License, Copyright (c) 2024 SRI Lab, ETH Zurich) and from the CodeShield \
-rules of PurpleLlama (MIT License, Copyright (c) Meta Platforms, Inc. and affiliates).";
+rules of PurpleLlama (MIT License, Copyright (c) Meta Platforms, Inc. and affiliates). \
+The code in those examples was written by third-party open-source projects and \
+remains under their licenses: example.commit_link names the upstream commit of each.";

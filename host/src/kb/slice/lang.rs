@@ -65,7 +65,8 @@ pub struct Spec {
     pub indented: bool,
     pub comments: &'static [&'static str],
     /// Text put around a snippet before parsing it, tried in order when the
-    /// bare text does not parse: a method without its class, for instance.
+    /// bare text does not parse: a method without its class, a C function
+    /// whose return type was on the line before the record's first.
     pub wrappers: &'static [(&'static str, &'static str)],
 }
 
@@ -237,7 +238,7 @@ static C: Spec = Spec {
     single_statement: &["else_clause", "labeled_statement"],
     indented: false,
     comments: &["comment"],
-    wrappers: &[],
+    wrappers: &[("int ", "")],
 };
 
 static CPP: Spec = Spec {
@@ -326,7 +327,7 @@ static CPP: Spec = Spec {
     single_statement: &["else_clause", "labeled_statement"],
     indented: false,
     comments: &["comment"],
-    wrappers: &[],
+    wrappers: &[("int ", "")],
 };
 
 static JAVASCRIPT: Spec = Spec {

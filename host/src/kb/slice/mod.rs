@@ -67,9 +67,14 @@ pub struct Snippet {
     pub lines_before: usize,
     /// Lines of the snippet.
     pub lines_after: usize,
-    /// The snippet parses with no more syntax errors than the function did;
-    /// None for a language without a grammar here.
-    pub parses: Option<bool>,
+    /// Syntax errors (ERROR and MISSING nodes) when the snippet is parsed
+    /// again; None for a language without a grammar here.
+    pub errors: Option<usize>,
+    /// The same for the whole function: a snippet never has more.
+    pub errors_before: Option<usize>,
+    /// The slice's scope was a function, so the snippet starts with its
+    /// signature (not only a fragment of a file).
+    pub function: bool,
 }
 
 /// Slices `source` (one function, in `language`) around `points` (0-based
@@ -77,55 +82,61 @@ pub struct Snippet {
 pub fn slice(language: &str, source: &str, points: &[usize]) -> Snippet {
     let text = dedent(source);
     let lines_before = source.lines().count();
-    let finish = |code: String, method, parses| Snippet {
-        lines_after: code.lines().count(),
-        code,
-        method,
-        lines_before,
-        parses,
-    };
     let Some(lang) = Lang::parse(language) else {
         let code = window::window(&text, points);
-        return finish(code, Method::Window, None);
+        let function = code.trim_start().starts_with("def ");
+        return Snippet {
+            lines_after: code.lines().count(),
+            code,
+            method: Method::Window,
+            lines_before,
+            errors: None,
+            errors_before: None,
+            function,
+        };
     };
     let spec = spec(lang);
     let (wrapper, tree) = parse_best(lang, spec, &text);
     let errors_before = count_errors(tree.root_node());
     let offset = wrapper.0.matches('\n').count();
     let wrapped = format!("{}{}{}", wrapper.0, text, wrapper.1);
+    let finish = |code: String, method, errors, function| Snippet {
+        lines_after: code.lines().count(),
+        code,
+        method,
+        lines_before,
+        errors: Some(errors),
+        errors_before: Some(errors_before),
+        function,
+    };
 
-    let parses = |code: &str| parse_errors(lang, &wrapper, code) <= errors_before;
-    let mut candidates: Vec<(String, Method)> = Vec::new();
-    if let Some(sliced) =
-        PointSlicer::new(spec, &wrapped, &tree, points, offset, text.lines().count())
-    {
+    let mut candidates: Vec<(String, Method, usize)> = Vec::new();
+    let sliced = PointSlicer::new(spec, &wrapped, &text, &tree, points, offset);
+    let function = sliced.as_ref().is_some_and(|s| s.function);
+    if let Some(sliced) = &sliced {
         for (back, forward) in LADDER {
             let code = sliced.render(back, forward);
-            let fits = code.lines().count() <= MAX_LINES;
-            if fits && parses(&code) {
-                return finish(code, Method::Slice, Some(true));
+            let errors = parse_errors(lang, &wrapper, &code);
+            if code.lines().count() <= MAX_LINES && errors <= errors_before {
+                return finish(code, Method::Slice, errors, function);
             }
-            candidates.push((code, Method::Slice));
+            candidates.push((code, Method::Slice, errors));
         }
     }
     let code = window::window(&text, points);
-    if code.lines().count() <= MAX_LINES && parses(&code) {
-        return finish(code, Method::Window, Some(true));
+    let errors = parse_errors(lang, &wrapper, &code);
+    if code.lines().count() <= MAX_LINES && errors <= errors_before {
+        return finish(code, Method::Window, errors, function);
     }
-    candidates.push((code, Method::Window));
+    candidates.push((code, Method::Window, errors));
     // Nothing fits: the shortest snippet that parses, else the first slice.
     let best = candidates
         .iter()
-        .filter(|(code, _)| parses(code))
-        .min_by_key(|(code, _)| code.lines().count())
+        .filter(|c| c.2 <= errors_before)
+        .min_by_key(|c| c.0.lines().count())
         .cloned();
-    match best {
-        Some((code, method)) => finish(code, method, Some(true)),
-        None => {
-            let (code, method) = candidates.swap_remove(0);
-            finish(code, method, Some(false))
-        }
-    }
+    let (code, method, errors) = best.unwrap_or_else(|| candidates.swap_remove(0));
+    finish(code, method, errors, function)
 }
 
 /// Removes the indentation every non-blank line shares (methods come with
@@ -243,24 +254,33 @@ fn scope<'t>(spec: &Spec, tree: &'t Tree, first: usize, last: usize) -> Node<'t>
 /// interest fall on, ready to be sliced with any number of hops.
 struct PointSlicer<'t> {
     spec: &'static Spec,
+    /// Rows of the wrapped text, holding the source's own lines (the
+    /// wrapper's rows are empty and its text never reaches a snippet).
     lines: Vec<&'t str>,
     pdg: Pdg,
     seeds: BTreeSet<usize>,
     comment_rows: Vec<usize>,
+    /// The scope is a function, not the whole file.
+    function: bool,
 }
 
 impl<'t> PointSlicer<'t> {
-    /// `text` is already wrapped: `offset` rows of wrapper precede the
-    /// function. None without a usable point.
+    /// `wrapped` is `source` inside the language's wrapper, `offset` rows
+    /// into it; `tree` its parse. None without a usable point.
     fn new(
         spec: &'static Spec,
-        text: &'t str,
+        wrapped: &str,
+        source: &'t str,
         tree: &Tree,
         points: &[usize],
         offset: usize,
-        text_rows: usize,
     ) -> Option<Self> {
-        let mut lines: Vec<&str> = text.lines().collect();
+        let mut lines: Vec<&'t str> = vec![""; wrapped.lines().count().max(1)];
+        for (i, line) in source.lines().enumerate() {
+            if let Some(slot) = lines.get_mut(i + offset) {
+                *slot = line;
+            }
+        }
         let rows: Vec<usize> = points
             .iter()
             .map(|&p| p + offset)
@@ -268,14 +288,8 @@ impl<'t> PointSlicer<'t> {
             .collect();
         let (&first, &last) = (rows.iter().min()?, rows.iter().max()?);
         let root = scope(spec, tree, first, last);
-        let pdg = Pdg::build(spec, text, root);
-        // The wrapper's own rows are never part of a snippet.
-        let source_rows = offset..offset + text_rows;
-        for (r, line) in lines.iter_mut().enumerate() {
-            if !source_rows.contains(&r) {
-                *line = "";
-            }
-        }
+        let function = spec.is_function(root.kind());
+        let pdg = Pdg::build(spec, wrapped, root);
 
         let mut seeds = BTreeSet::new();
         let mut comment_rows = Vec::new();
@@ -303,6 +317,7 @@ impl<'t> PointSlicer<'t> {
             pdg,
             seeds,
             comment_rows,
+            function,
         })
     }
 

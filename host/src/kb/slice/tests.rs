@@ -14,7 +14,8 @@ fn check(language: &str, src: &str, points: &[&str], expected: &str) {
     let snippet = slice(language, src, &rows);
     assert_eq!(snippet.code, expected, "\n--- got:\n{}\n", snippet.code);
     assert_eq!(snippet.method, Method::Slice);
-    assert_eq!(snippet.parses, Some(true), "{}", snippet.code);
+    assert_eq!(snippet.errors, Some(0), "{}", snippet.code);
+    assert!(snippet.function);
     assert_eq!(snippet.lines_before, src.lines().count());
     assert_eq!(snippet.lines_after, expected.lines().count());
 }
@@ -315,6 +316,19 @@ fn ruby_falls_back_to_a_window() {
     assert_eq!(
         s.code,
         "def load(path)\n  c = 3\n  d = 4\n  YAML.safe_load(IO.read(path))\nend"
+    );
+}
+
+#[test]
+fn c_function_without_its_return_type_line() {
+    // SVEN records often start at the name: the return type was on the
+    // line before. Parsed with a stand-in type, printed without it.
+    let src = "next_state(int *state, int *type)\n{\n  int r = 0;\n  if (*state != 1)\n    *state = 2;\n  *type = 3;\n  return r;\n}";
+    check(
+        "c",
+        src,
+        &["if (*state != 1)", "*state = 2;"],
+        "next_state(int *state, int *type)\n{\n  if (*state != 1)\n    *state = 2;\n}",
     );
 }
 

@@ -88,18 +88,18 @@ pub fn window(text: &str, points: &[usize]) -> String {
         if indent(lines[next]) <= level {
             continue;
         }
-        for k in next..lines.len() {
-            if blank(k) || indent(lines[k]) > level {
+        for (k, line) in lines.iter().enumerate().skip(next) {
+            if line.trim().is_empty() || indent(line) > level {
                 continue;
             }
-            if indent(lines[k]) < level {
+            if indent(line) < level {
                 break;
             }
-            if starts_with_any(lines[k], CLOSERS) {
+            if starts_with_any(line, CLOSERS) {
                 kept.insert(k);
                 break;
             }
-            if !starts_with_any(lines[k], CONTINUATIONS) {
+            if !starts_with_any(line, CONTINUATIONS) {
                 break;
             }
         }

@@ -1,0 +1,205 @@
+//! The deterministic summarizer: no model, the same text on every build.
+//! The guideline is the catalog's (mitigations turned into rules) plus, when
+//! the fixes of several projects agree on it, a rule naming the call they
+//! replaced; the cause is the catalog's plus what the fixes changed in the
+//! calls. Both are functions of the [`Evidence`] only, so merging is exact.
+
+use super::{CweBrief, Evidence, PairDigest, Summarizer, Summary};
+use crate::Result;
+
+/// `kb_meta.backend` of knowledge bases summarized offline.
+pub const BACKEND: &str = "offline-catalog+pairs-v1";
+
+/// A call replacement becomes a rule when this many projects' fixes made it.
+pub const MIN_PROJECTS_FOR_RULE: usize = 3;
+/// Calls named in the cause appear in this many projects' fixes at least.
+pub const MIN_PROJECTS_FOR_CAUSE: usize = 2;
+/// Replacement rules added to a guideline, at most.
+pub const MAX_PAIR_RULES: usize = 2;
+/// Calls named in the cause, at most, per direction.
+pub const MAX_CAUSE_APIS: usize = 4;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Offline;
+
+impl Summarizer for Offline {
+    fn backend(&self) -> String {
+        BACKEND.to_string()
+    }
+
+    fn summarize_batch(
+        &mut self,
+        cwe: &CweBrief,
+        _pairs: &[PairDigest],
+        evidence: &Evidence,
+    ) -> Result<Summary> {
+        Ok(summarize(cwe, evidence))
+    }
+
+    fn merge(
+        &mut self,
+        cwe: &CweBrief,
+        _parts: &[Summary],
+        evidence: &Evidence,
+    ) -> Result<Summary> {
+        Ok(summarize(cwe, evidence))
+    }
+}
+
+/// The display name of a language as the KB stores it.
+pub fn language_name(language: &str) -> &str {
+    match language {
+        "python" => "Python",
+        "c" => "C",
+        "cpp" | "c++" => "C++",
+        "javascript" => "JavaScript",
+        "go" => "Go",
+        "java" => "Java",
+        "ruby" => "Ruby",
+        other => other,
+    }
+}
+
+pub fn summarize(cwe: &CweBrief, evidence: &Evidence) -> Summary {
+    let mut guideline: Vec<String> = cwe
+        .catalog_guideline
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    guideline.extend(replacement_rules(evidence));
+    let mut cause = cwe.catalog_cause.clone();
+    let changes = api_sentence(evidence);
+    if !changes.is_empty() {
+        if !cause.is_empty() {
+            cause.push(' ');
+        }
+        cause.push_str(&changes);
+    }
+    Summary {
+        guideline: guideline.join("\n"),
+        cause,
+    }
+}
+
+/// "- Call `yaml.safe_load` instead of `yaml.load` (Python; the fixes of 9
+/// projects do)." for the replacements most projects agree on.
+fn replacement_rules(evidence: &Evidence) -> Vec<String> {
+    // The most common replacement of each removed call.
+    let mut best: Vec<(usize, &str, &str, &str)> = Vec::new();
+    for ((lang, old, new), projects) in &evidence.replaced {
+        let n = projects.len();
+        if n < MIN_PROJECTS_FOR_RULE || old == new {
+            continue;
+        }
+        match best.iter_mut().find(|b| b.1 == lang && b.2 == old) {
+            Some(b) if b.0 >= n => {}
+            Some(b) => *b = (n, lang, old, new),
+            None => best.push((n, lang, old, new)),
+        }
+    }
+    best.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| (a.1, a.2, a.3).cmp(&(b.1, b.2, b.3)))
+    });
+    best.into_iter()
+        .take(MAX_PAIR_RULES)
+        .map(|(n, lang, old, new)| {
+            format!(
+                "- Call `{new}` instead of `{old}` ({}; the fixes of {n} projects do).",
+                language_name(lang)
+            )
+        })
+        .collect()
+}
+
+/// "In N fixed code pairs (Python 20, C 3), the fixes removed calls such as
+/// `os.system` (Python) and added calls such as `subprocess.run` (Python)."
+fn api_sentence(evidence: &Evidence) -> String {
+    if evidence.pairs == 0 {
+        return String::new();
+    }
+    let top =
+        |map: &std::collections::BTreeMap<(String, String), std::collections::BTreeSet<String>>| {
+            let mut v: Vec<(usize, &String, &String)> = map
+                .iter()
+                .filter(|(_, p)| p.len() >= MIN_PROJECTS_FOR_CAUSE)
+                .map(|((lang, api), p)| (p.len(), lang, api))
+                .collect();
+            v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| (a.1, a.2).cmp(&(b.1, b.2))));
+            v.into_iter()
+                .take(MAX_CAUSE_APIS)
+                .map(|(_, lang, api)| format!("`{api}` ({})", language_name(lang)))
+                .collect::<Vec<_>>()
+        };
+    let removed = top(&evidence.removed);
+    let added = top(&evidence.added);
+    if removed.is_empty() && added.is_empty() {
+        return String::new();
+    }
+    let mut languages: Vec<(&String, &usize)> = evidence.languages.iter().collect();
+    languages.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let langs = languages
+        .iter()
+        .map(|(l, n)| format!("{} {n}", language_name(l)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut parts = Vec::new();
+    if !removed.is_empty() {
+        parts.push(format!("removed calls such as {}", removed.join(", ")));
+    }
+    if !added.is_empty() {
+        parts.push(format!("added calls such as {}", added.join(", ")));
+    }
+    format!(
+        "In {} fixed code pairs ({langs}), the fixes {}.",
+        evidence.pairs,
+        parts.join(" and ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(project: &str, removed: &[&str], added: &[&str]) -> PairDigest {
+        PairDigest {
+            id: project.into(),
+            language: "python".into(),
+            project: project.into(),
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+            added: added.iter().map(|s| s.to_string()).collect(),
+            ..PairDigest::default()
+        }
+    }
+
+    #[test]
+    fn rules_need_several_projects() {
+        let cwe = CweBrief {
+            catalog_guideline: "- Validate input.".into(),
+            catalog_cause: "Untrusted data is deserialized.".into(),
+            ..CweBrief::default()
+        };
+        let mut pairs = vec![
+            pair("a", &["yaml.load"], &["yaml.safe_load"]),
+            pair("b", &["yaml.load"], &["yaml.safe_load"]),
+            pair("c", &["yaml.load", "open"], &["yaml.safe_load"]),
+            pair("c", &["pickle.loads"], &["helper_of_c"]),
+        ];
+        let s = summarize(&cwe, &Evidence::of_pairs(&pairs));
+        assert_eq!(
+            s.guideline,
+            "- Validate input.\n- Call `yaml.safe_load` instead of `yaml.load` (Python; the fixes of 3 projects do)."
+        );
+        assert_eq!(
+            s.cause,
+            "Untrusted data is deserialized. In 4 fixed code pairs (Python 4), the fixes removed calls such as `yaml.load` (Python) and added calls such as `yaml.safe_load` (Python)."
+        );
+        pairs.truncate(2);
+        let s = summarize(&cwe, &Evidence::of_pairs(&pairs));
+        assert_eq!(
+            s.guideline, "- Validate input.",
+            "two projects are not enough"
+        );
+    }
+}
