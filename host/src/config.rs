@@ -39,6 +39,12 @@ pub struct ServerConfig {
     /// How often the knowledge base and plugin files are checked for changes
     /// (hot reload); 0 disables polling (SIGHUP still reloads).
     pub reload_poll_ms: u64,
+    /// Requests (including their streamed responses) handled at once; more
+    /// are refused with 503 and `Retry-After` instead of queueing unboundedly.
+    pub max_concurrent_requests: usize,
+    /// Largest request head (request line and headers) accepted; beyond it
+    /// the connection gets 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +55,8 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             team_header: "x-rescue-team".into(),
             reload_poll_ms: 2_000,
+            max_concurrent_requests: 1_024,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -93,6 +101,14 @@ pub struct UpstreamConfig {
     /// Time allowed from sending the request until the response headers arrive.
     #[serde(default = "default_response_timeout_ms")]
     pub response_timeout_ms: u64,
+    /// Longest silence allowed between two pieces of a response body (a stream
+    /// that stalls longer is cut, and the client sees it end in an error).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    120_000
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -112,6 +128,7 @@ impl UpstreamConfig {
             models: Vec::new(),
             connect_timeout_ms: default_connect_timeout_ms(),
             response_timeout_ms: default_response_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
         }
     }
 
@@ -398,6 +415,12 @@ impl Config {
         }
         if self.plugin.memory_limit_bytes < 1024 * 1024 {
             return bad("plugin.memory_limit_bytes must be at least 1 MiB".into());
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return bad("server.max_concurrent_requests must be positive".into());
+        }
+        if self.server.max_header_bytes < 8192 {
+            return bad("server.max_header_bytes must be at least 8192".into());
         }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());

@@ -54,6 +54,9 @@ pub enum Error {
         model: Option<String>,
     },
 
+    #[error("the proxy is at its limit of {limit} concurrent requests; retry shortly")]
+    Overloaded { limit: usize },
+
     #[error("upstream unreachable: {message}")]
     UpstreamUnavailable { message: String },
 

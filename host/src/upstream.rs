@@ -2,11 +2,15 @@
 //! proxy waits. Response bodies are handed back unread, so streams flow
 //! through frame by frame.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -122,7 +126,9 @@ impl Upstream {
     }
 
     /// Sends a request and waits for the response headers (not the body).
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>> {
+    /// The body that comes back is cut if the upstream goes silent for longer
+    /// than the idle timeout.
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_) => Err(Error::UpstreamTimeout {
                 after_ms: self.response_timeout.as_millis() as u64,
@@ -130,8 +136,65 @@ impl Upstream {
             Ok(Err(error)) => Err(Error::UpstreamUnavailable {
                 message: describe(&error),
             }),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                let idle = Duration::from_millis(self.config.idle_timeout_ms);
+                Ok(response
+                    .map(|body| IdleTimeout::new(body.map_err(Into::into).boxed(), idle).boxed()))
+            }
         }
+    }
+}
+
+/// A response body that fails if no frame arrives within `idle` of the last:
+/// a stalled upstream must not hold a client (and a connection slot) forever.
+pub struct IdleTimeout {
+    inner: ProxyBody,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    pub fn new(inner: ProxyBody, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl hyper::body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "upstream sent nothing for {} ms; stream cut",
+                    this.idle.as_millis()
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

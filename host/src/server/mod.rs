@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, FailurePolicy, UpstreamApi};
 use crate::error::Error;
@@ -49,6 +50,8 @@ pub struct AppState {
     runtime: RwLock<Arc<PluginRuntime>>,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
+    /// One permit per request in flight (`server.max_concurrent_requests`).
+    slots: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -56,11 +59,13 @@ impl AppState {
         let metrics = Metrics::default();
         let info = runtime.kb().info();
         metrics.set_kb(&info.content_hash, info.schema_version);
+        let slots = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
         Self {
             config,
             runtime: RwLock::new(runtime),
             upstreams,
             metrics,
+            slots,
         }
     }
 
@@ -95,7 +100,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let max_header = state.config.server.max_header_bytes;
+    builder.http1().max_buf_size(max_header.max(8192));
+    builder.http2().max_header_list_size(max_header as u32);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -172,16 +180,40 @@ async fn handle(
         request.headers_mut().insert(HEADER_REQUEST_ID, value);
     }
 
-    state.metrics.in_flight(1);
+    // Backpressure: a bounded number of requests in flight (a streamed
+    // response holds its slot until it ends); past it, refuse at once.
+    let Ok(permit) = Arc::clone(&state.slots).try_acquire_owned() else {
+        let api = Route::classify(&method, &path)
+            .map_or_else(|| protocol::api_for_path(&path), Route::api);
+        state.metrics.request("overloaded", 503);
+        tracing::warn!(request_id, %peer, %method, path, "overloaded: request refused");
+        let mut response = error_response(
+            api,
+            &Error::Overloaded {
+                limit: state.config.server.max_concurrent_requests,
+            },
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(response);
+    };
+    let in_flight = InFlight::new(Arc::clone(&state), permit);
     let route = Route::classify(&method, &path);
     let api = route.map_or_else(|| protocol::api_for_path(&path), Route::api);
     let result = match route {
         Some(route) => augmented_route(&state, route, request).await,
         None => passthrough(&state, api, request).await,
     };
-    let (mut response, outcome) =
+    let (response, outcome) =
         result.unwrap_or_else(|error| (error_response(api, &error), AugmentOutcome::default()));
-    state.metrics.in_flight(-1);
+    let mut response = response.map(|body| {
+        Held {
+            inner: body,
+            _in_flight: in_flight,
+        }
+        .boxed()
+    });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(HEADER_REQUEST_ID, value);
     }
@@ -211,6 +243,55 @@ async fn handle(
         "request"
     );
     Ok(response)
+}
+
+/// A request's slot and its count in the in-flight gauge, released when the
+/// response body is done (or dropped by a client that went away).
+struct InFlight {
+    state: Arc<AppState>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    fn new(state: Arc<AppState>, permit: OwnedSemaphorePermit) -> Self {
+        state.metrics.in_flight(1);
+        Self {
+            state,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.metrics.in_flight(-1);
+    }
+}
+
+/// A response body that keeps its request's [`InFlight`] alive.
+struct Held {
+    inner: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = crate::upstream::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A random 128-bit id in hex. Uniqueness is all it needs, not secrecy.
@@ -522,6 +603,7 @@ pub fn error_response(api: UpstreamApi, error: &Error) -> Response<ProxyBody> {
         Error::NoUpstream { .. } => (StatusCode::NOT_FOUND, "no_upstream"),
         Error::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
         Error::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+        Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         Error::FailClosed { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "security_augmentation_failed",
