@@ -507,7 +507,7 @@ mod tests {
         assert_eq!(
             guideline,
             "- Pass arguments as a list instead of a shell string.\n\
-             - Call `subprocess.run` instead of `os.system` (Python; the fixes of 7 projects do)."
+             - Call `subprocess.run` instead of `os.system` (Python; 7 fixes in 7 projects do so)."
         );
         let cause: String = one(&conn, "SELECT cause FROM cwe WHERE id = 78");
         assert!(cause.ends_with("removed calls such as `os.system` (Python) and added calls such as `subprocess.run` (Python)."), "{cause}");
@@ -582,6 +582,36 @@ mod tests {
             )
             .unwrap();
         assert!(id.starts_with("sven:"), "{id}");
+        // What `rescue kb stats` prints.
+        let st = stats(&conn).unwrap();
+        assert_eq!(
+            (
+                st.cwes_total,
+                st.cwes_in_scope,
+                st.cwes_with_pairs,
+                st.examples
+            ),
+            (3, 2, 2, 19)
+        );
+        assert_eq!(st.backend, schema::BACKEND);
+        assert_eq!(
+            st.by_dataset,
+            [("safecoder".to_string(), 12), ("sven".to_string(), 7)]
+        );
+        assert_eq!(st.by_language.len(), 1);
+        assert_eq!(st.by_language[0].examples, 19);
+        let cwe78 = &st.by_cwe[0];
+        assert_eq!(
+            (cwe78.id, cwe78.pairs, cwe78.examples, cwe78.apis),
+            (78, 7, 7, 2)
+        );
+        assert_eq!(cwe78.top_apis, ["os.system", "subprocess.run"]);
+        let text = st.to_string();
+        assert!(
+            text.contains("19 examples (safecoder 12, sven 7)"),
+            "{text}"
+        );
+        assert!(text.contains("CWE-89 "), "{text}");
         drop(conn);
 
         // Same inputs, same hash.

@@ -48,10 +48,10 @@ impl Progress {
         if let Ok(mut current) = self.current.lock() {
             *current = Some((name.to_string(), Instant::now()));
         }
-        self.bar.set_prefix(name.to_string());
-        self.bar.set_message("");
+        self.bar.reset();
         self.bar.set_length(len as u64);
-        self.bar.set_position(0);
+        self.bar.set_message("");
+        self.bar.set_prefix(name.to_string());
         self.bar.enable_steady_tick(Duration::from_millis(200));
     }
 

@@ -48,6 +48,25 @@ pub struct PairDigest {
     pub added: Vec<String>,
 }
 
+/// How often a fix did something: in how many pairs, from which projects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Support {
+    pub pairs: usize,
+    pub projects: BTreeSet<String>,
+}
+
+impl Support {
+    fn add(&mut self, project: &str) {
+        self.pairs += 1;
+        self.projects.insert(project.to_string());
+    }
+
+    fn merge(&mut self, other: &Support) {
+        self.pairs += other.pairs;
+        self.projects.extend(other.projects.iter().cloned());
+    }
+}
+
 /// Counts over a set of pairs, computed by the algorithm (not the
 /// summarizer) and merged exactly, so an offline summary of a merge equals
 /// the summary of all its pairs at once.
@@ -56,13 +75,12 @@ pub struct Evidence {
     pub pairs: usize,
     /// Pairs per language.
     pub languages: BTreeMap<String, usize>,
-    /// (language, api) -> projects whose fix removed the call.
-    pub removed: BTreeMap<(String, String), BTreeSet<String>>,
-    /// (language, api) -> projects whose fix added the call.
-    pub added: BTreeMap<(String, String), BTreeSet<String>>,
-    /// (language, removed api, added api) -> projects whose fix did both in
-    /// one pair.
-    pub replaced: BTreeMap<(String, String, String), BTreeSet<String>>,
+    /// (language, api) -> fixes that removed the call.
+    pub removed: BTreeMap<(String, String), Support>,
+    /// (language, api) -> fixes that added the call.
+    pub added: BTreeMap<(String, String), Support>,
+    /// (language, removed api, added api) -> fixes that did both.
+    pub replaced: BTreeMap<(String, String, String), Support>,
 }
 
 impl Evidence {
@@ -78,31 +96,28 @@ impl Evidence {
                 e.removed
                     .entry((lang.clone(), api.clone()))
                     .or_default()
-                    .insert(p.project.clone());
+                    .add(&p.project);
                 for new in &p.added {
                     e.replaced
                         .entry((lang.clone(), api.clone(), new.clone()))
                         .or_default()
-                        .insert(p.project.clone());
+                        .add(&p.project);
                 }
             }
             for api in &p.added {
                 e.added
                     .entry((lang.clone(), api.clone()))
                     .or_default()
-                    .insert(p.project.clone());
+                    .add(&p.project);
             }
         }
         e
     }
 
     pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Evidence>) -> Self {
-        fn union<K: Ord + Clone>(
-            into: &mut BTreeMap<K, BTreeSet<String>>,
-            from: &BTreeMap<K, BTreeSet<String>>,
-        ) {
+        fn union<K: Ord + Clone>(into: &mut BTreeMap<K, Support>, from: &BTreeMap<K, Support>) {
             for (k, v) in from {
-                into.entry(k.clone()).or_default().extend(v.iter().cloned());
+                into.entry(k.clone()).or_default().merge(v);
             }
         }
         let mut e = Evidence::default();
@@ -284,11 +299,13 @@ mod tests {
         let halves = Evidence::merge([&Evidence::of_pairs(&a[..1]), &Evidence::of_pairs(&a[1..])]);
         assert_eq!(whole, halves);
         assert_eq!(
-            whole.removed[&("python".into(), "yaml.load".into())].len(),
+            whole.removed[&("python".into(), "yaml.load".into())]
+                .projects
+                .len(),
             2
         );
         assert_eq!(
-            whole.replaced[&("python".into(), "yaml.load".into(), "yaml.safe_load".into())].len(),
+            whole.replaced[&("python".into(), "yaml.load".into(), "yaml.safe_load".into())].pairs,
             1
         );
     }

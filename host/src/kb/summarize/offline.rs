@@ -10,7 +10,8 @@ use crate::Result;
 /// `kb_meta.backend` of knowledge bases summarized offline.
 pub const BACKEND: &str = "offline-catalog+pairs-v1";
 
-/// A call replacement becomes a rule when this many projects' fixes made it.
+/// A call replacement becomes a rule when the fixes of this many projects
+/// made it.
 pub const MIN_PROJECTS_FOR_RULE: usize = 3;
 /// Calls named in the cause appear in this many projects' fixes at least.
 pub const MIN_PROJECTS_FOR_CAUSE: usize = 2;
@@ -82,31 +83,37 @@ pub fn summarize(cwe: &CweBrief, evidence: &Evidence) -> Summary {
     }
 }
 
-/// "- Call `yaml.safe_load` instead of `yaml.load` (Python; the fixes of 9
-/// projects do)." for the replacements most projects agree on.
+/// "- Call `yaml.safe_load` instead of `yaml.load` (Python; 12 fixes in 9
+/// projects do so)." A replacement qualifies when the fixes of
+/// [`MIN_PROJECTS_FOR_RULE`] projects made it; among the qualifying
+/// replacements of one call, the one made by most fixes wins (a fix that
+/// moves to `tempfile.mkstemp` also adds the `os.close` its descriptor needs,
+/// in fewer pairs).
 fn replacement_rules(evidence: &Evidence) -> Vec<String> {
-    // The most common replacement of each removed call.
-    let mut best: Vec<(usize, &str, &str, &str)> = Vec::new();
-    for ((lang, old, new), projects) in &evidence.replaced {
-        let n = projects.len();
-        if n < MIN_PROJECTS_FOR_RULE || old == new {
+    type Best<'a> = (usize, usize, &'a str, &'a str, &'a str);
+    let mut best: Vec<Best<'_>> = Vec::new();
+    for ((lang, old, new), support) in &evidence.replaced {
+        let (pairs, projects) = (support.pairs, support.projects.len());
+        if projects < MIN_PROJECTS_FOR_RULE || old == new {
             continue;
         }
-        match best.iter_mut().find(|b| b.1 == lang && b.2 == old) {
-            Some(b) if b.0 >= n => {}
-            Some(b) => *b = (n, lang, old, new),
-            None => best.push((n, lang, old, new)),
+        let candidate = (pairs, projects, lang.as_str(), old.as_str(), new.as_str());
+        match best.iter_mut().find(|b| b.2 == lang && b.3 == old) {
+            Some(b) if (b.0, b.1) >= (pairs, projects) => {}
+            Some(b) => *b = candidate,
+            None => best.push(candidate),
         }
     }
     best.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then_with(|| (a.1, a.2, a.3).cmp(&(b.1, b.2, b.3)))
+        (b.0, b.1)
+            .cmp(&(a.0, a.1))
+            .then_with(|| (a.2, a.3, a.4).cmp(&(b.2, b.3, b.4)))
     });
     best.into_iter()
         .take(MAX_PAIR_RULES)
-        .map(|(n, lang, old, new)| {
+        .map(|(pairs, projects, lang, old, new)| {
             format!(
-                "- Call `{new}` instead of `{old}` ({}; the fixes of {n} projects do).",
+                "- Call `{new}` instead of `{old}` ({}; {pairs} fixes in {projects} projects do so).",
                 language_name(lang)
             )
         })
@@ -115,23 +122,28 @@ fn replacement_rules(evidence: &Evidence) -> Vec<String> {
 
 /// "In N fixed code pairs (Python 20, C 3), the fixes removed calls such as
 /// `os.system` (Python) and added calls such as `subprocess.run` (Python)."
+/// Calls made by the fixes of [`MIN_PROJECTS_FOR_CAUSE`] projects, most
+/// fixes first.
 fn api_sentence(evidence: &Evidence) -> String {
     if evidence.pairs == 0 {
         return String::new();
     }
-    let top =
-        |map: &std::collections::BTreeMap<(String, String), std::collections::BTreeSet<String>>| {
-            let mut v: Vec<(usize, &String, &String)> = map
-                .iter()
-                .filter(|(_, p)| p.len() >= MIN_PROJECTS_FOR_CAUSE)
-                .map(|((lang, api), p)| (p.len(), lang, api))
-                .collect();
-            v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| (a.1, a.2).cmp(&(b.1, b.2))));
-            v.into_iter()
-                .take(MAX_CAUSE_APIS)
-                .map(|(_, lang, api)| format!("`{api}` ({})", language_name(lang)))
-                .collect::<Vec<_>>()
-        };
+    let top = |map: &std::collections::BTreeMap<(String, String), super::Support>| {
+        let mut v: Vec<(usize, usize, &String, &String)> = map
+            .iter()
+            .filter(|(_, s)| s.projects.len() >= MIN_PROJECTS_FOR_CAUSE)
+            .map(|((lang, api), s)| (s.pairs, s.projects.len(), lang, api))
+            .collect();
+        v.sort_by(|a, b| {
+            (b.0, b.1)
+                .cmp(&(a.0, a.1))
+                .then_with(|| (a.2, a.3).cmp(&(b.2, b.3)))
+        });
+        v.into_iter()
+            .take(MAX_CAUSE_APIS)
+            .map(|(_, _, lang, api)| format!("`{api}` ({})", language_name(lang)))
+            .collect::<Vec<_>>()
+    };
     let removed = top(&evidence.removed);
     let added = top(&evidence.added);
     if removed.is_empty() && added.is_empty() {
@@ -189,7 +201,7 @@ mod tests {
         let s = summarize(&cwe, &Evidence::of_pairs(&pairs));
         assert_eq!(
             s.guideline,
-            "- Validate input.\n- Call `yaml.safe_load` instead of `yaml.load` (Python; the fixes of 3 projects do)."
+            "- Validate input.\n- Call `yaml.safe_load` instead of `yaml.load` (Python; 3 fixes in 3 projects do so)."
         );
         assert_eq!(
             s.cause,
