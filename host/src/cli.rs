@@ -37,6 +37,10 @@ pub enum Command {
     /// Print the SHA-256 that policy rules use to name an API key (`key_sha256`).
     /// Reads the key from standard input, so it stays out of shell history.
     HashKey,
+    /// Measure retrieval on labelled JSON-lines task sets ("prompt", "lang",
+    /// "cwe": gold ids, empty for tasks that must not be augmented): Recall@1/5/10
+    /// and MRR (strict and lenient), and the augmentation rate. Prints a table.
+    Eval(EvalArgs),
 }
 
 /// Settings shared by every command that loads the plugin and knowledge base.
@@ -110,6 +114,18 @@ pub enum KbCommand {
         #[arg(default_value = "kb.sqlite")]
         path: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Task files, e.g. ../shared/data/eval-dev/*.jsonl.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +220,32 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Retrieve(args) => run_retrieve(args),
+        Command::Eval(args) => {
+            init_logging(LogFormat::Text);
+            let config = load_config(&args.common)?;
+            let runtime = crate::reload::load_runtime(&config)?;
+            let rows = crate::eval::run(&runtime, &config, &args.files)?;
+            print!("{}", crate::eval::table(&rows));
+            if let Some(path) = args.json {
+                let json: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "set": m.name.trim(), "n": m.n, "positives": m.positives,
+                            "r1": m.r1, "r5": m.r5, "r10": m.r10, "mrr": m.mrr,
+                            "len_r1": m.len_r1, "len_r5": m.len_r5, "len_r10": m.len_r10, "len_mrr": m.len_mrr,
+                            "augmented": m.augmented, "augmented_and_hit": m.augmented_and_hit,
+                        })
+                    })
+                    .collect();
+                std::fs::write(
+                    &path,
+                    serde_json::to_string_pretty(&json).expect("JSON serialises"),
+                )
+                .map_err(|source| Error::Io { path, source })?;
+            }
+            Ok(())
+        }
         Command::HashKey => {
             let mut key = String::new();
             std::io::stdin()

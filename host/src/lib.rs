@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod facets;
 pub mod kb;
 pub mod metrics;
