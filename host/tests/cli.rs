@@ -69,3 +69,55 @@ fn hash_key_reads_the_key_from_stdin() {
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     );
 }
+
+/// The floors of ../shared/data/eval-dev/BASELINE.md (TF-IDF over CWE text,
+/// lenient R@5: llmseceval 0.253, cweval 0.306) must stay beaten, with at most
+/// 10% of ordinary tasks augmented. A regression guard, not a target.
+#[test]
+fn eval_on_the_dev_sets_beats_the_baseline() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let dev = root.join("../shared/data/eval-dev");
+    let json = std::env::temp_dir().join(format!("rescue-eval-{}.json", std::process::id()));
+    let out = rescue()
+        .current_dir(root)
+        .arg("eval")
+        .args(
+            [
+                "llmseceval.jsonl",
+                "cweval.jsonl",
+                "humaneval-negatives.jsonl",
+            ]
+            .map(|f| dev.join(f)),
+        )
+        .arg("--json")
+        .arg(&json)
+        .env("XDG_CACHE_HOME", root.join("target/test-plugin-cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("| set | n | R@1"), "{table}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["set"] == name)
+            .unwrap_or_else(|| panic!("no row {name}"))
+    };
+    assert!(
+        row("llmseceval")["len_r5"].as_f64().unwrap() > 0.253,
+        "{table}"
+    );
+    assert!(row("cweval")["len_r5"].as_f64().unwrap() > 0.306, "{table}");
+    assert!(
+        row("humaneval-negatives")["augmented"].as_f64().unwrap() <= 0.10,
+        "{table}"
+    );
+}
