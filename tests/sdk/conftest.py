@@ -214,6 +214,13 @@ class MockUpstream:
         self.server.shutdown()
 
 
+def one(upstream):
+    """The single request the upstream received since the last take."""
+    requests = upstream.take()
+    assert len(requests) == 1, [r.path for r in requests]
+    return requests[0]
+
+
 class Proxy:
     def __init__(self, upstream_port):
         binary = os.environ.get("RESCUE_BIN", str(REPO / "target" / "debug" / "rescue"))

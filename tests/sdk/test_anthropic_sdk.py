@@ -3,6 +3,7 @@ not) and count_tokens, which must count the augmentation too."""
 
 import anthropic
 import pytest
+from conftest import one
 
 C_TASK = "Write a C function that copies a user-supplied string into a fixed-size buffer"
 KEY = "sk-ant-sdk-test-SECRET"
@@ -12,12 +13,6 @@ def clients(upstream, proxy):
     direct = anthropic.Anthropic(api_key=KEY, base_url=f"http://127.0.0.1:{upstream.port}", max_retries=0)
     proxied = anthropic.Anthropic(api_key=KEY, base_url=f"http://{proxy.addr}", max_retries=0)
     return direct, proxied
-
-
-def one(upstream):
-    requests = upstream.take()
-    assert len(requests) == 1, [r.path for r in requests]
-    return requests[0]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -4,6 +4,7 @@ proxy, plus the knowledge block."""
 
 import openai
 import pytest
+from conftest import one
 
 SQL_TASK = "Write a Python function that builds an SQL query from a user-supplied name"
 PLAIN_TASK = "What is the capital of France?"
@@ -14,12 +15,6 @@ def clients(upstream, proxy):
     direct = openai.OpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{upstream.port}/v1", max_retries=0)
     proxied = openai.OpenAI(api_key=KEY, base_url=f"http://{proxy.addr}/v1", max_retries=0)
     return direct, proxied
-
-
-def one(upstream):
-    requests = upstream.take()
-    assert len(requests) == 1, [r.path for r in requests]
-    return requests[0]
 
 
 def same_headers(a, b):

@@ -268,18 +268,30 @@ async fn injected_text(proxy: &Proxy, upstream: &MockUpstream) -> String {
         .to_string()
 }
 
+/// Starts a proxy on a private copy of the shipped KB, returning the copy's path.
+fn proxy_on_a_copy(dir: &Path, upstream: &MockUpstream, toml: &str) -> (Proxy, std::path::PathBuf) {
+    let live = dir.join("kb.sqlite");
+    std::fs::copy(repo_root().join("kb.sqlite"), &live).unwrap();
+    (
+        Proxy::try_start(&upstream.base_url(), toml, &live).unwrap(),
+        live,
+    )
+}
+
+/// Waits (up to 20 s, polling) until requests carry knowledge containing `marker`.
+async fn wait_until_injected(proxy: &Proxy, upstream: &MockUpstream, marker: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !injected_text(proxy, upstream).await.contains(marker) {
+        assert!(Instant::now() < deadline, "{what}:\n{}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn hot_reload_swaps_a_good_kb_and_rejects_a_tampered_one() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("kb.sqlite");
-    std::fs::copy(repo_root().join("kb.sqlite"), &live).unwrap();
     let upstream = MockUpstream::json(completion()).await;
-    let proxy = Proxy::try_start(
-        &upstream.base_url(),
-        "[server]\nreload_poll_ms = 100\n",
-        &live,
-    )
-    .unwrap();
+    let (proxy, live) = proxy_on_a_copy(dir.path(), &upstream, "[server]\nreload_poll_ms = 100\n");
     assert!(!injected_text(&proxy, &upstream).await.contains("MARKER-V2"));
 
     // A new valid KB, moved into place: picked up by the file watcher.
@@ -288,15 +300,13 @@ async fn hot_reload_swaps_a_good_kb_and_rejects_a_tampered_one() {
         &live,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !injected_text(&proxy, &upstream).await.contains("MARKER-V2") {
-        assert!(
-            Instant::now() < deadline,
-            "the new KB was not picked up:\n{}",
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_injected(
+        &proxy,
+        &upstream,
+        "MARKER-V2",
+        "the new KB was not picked up",
+    )
+    .await;
 
     // A tampered KB is refused and the previous one keeps serving.
     std::fs::rename(
@@ -330,16 +340,9 @@ async fn hot_reload_swaps_a_good_kb_and_rejects_a_tampered_one() {
 #[tokio::test]
 async fn sighup_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("kb.sqlite");
-    std::fs::copy(repo_root().join("kb.sqlite"), &live).unwrap();
     let upstream = MockUpstream::json(completion()).await;
     // No polling: only the signal can trigger the reload.
-    let proxy = Proxy::try_start(
-        &upstream.base_url(),
-        "[server]\nreload_poll_ms = 0\n",
-        &live,
-    )
-    .unwrap();
+    let (proxy, live) = proxy_on_a_copy(dir.path(), &upstream, "[server]\nreload_poll_ms = 0\n");
     std::fs::rename(
         variant_kb(dir.path(), "v3.sqlite", "MARKER-V3", true),
         &live,
@@ -352,13 +355,5 @@ async fn sighup_reloads() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !injected_text(&proxy, &upstream).await.contains("MARKER-V3") {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload:\n{}",
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_injected(&proxy, &upstream, "MARKER-V3", "SIGHUP did not reload").await;
 }
