@@ -204,8 +204,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 path: path.clone(),
                 source,
             })?;
-            print!("{stats}");
-            Ok(())
+            // A long table is often piped into `head`: a closed pipe ends
+            // the output, it is not an error.
+            match std::io::stdout()
+                .lock()
+                .write_all(stats.to_string().as_bytes())
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+                    path: PathBuf::from("<stdout>"),
+                    source: e,
+                }),
+                _ => Ok(()),
+            }
         }
         Command::Kb(KbCommand::Verify { path }) => {
             let info = open_verified(&path)?;
