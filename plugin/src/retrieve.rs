@@ -26,9 +26,11 @@ const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5
        AND (?4 = '' OR instr(?4, ',' || c.id || ',') > 0) \
      ORDER BY score DESC LIMIT ?3";
 
-const EXAMPLE_SQL: &str = "SELECT id, language, code FROM example \
+/// Candidate secure examples of one CWE in the request's language (or any,
+/// when the language is unknown), shortest first; the plugin then ranks them.
+const EXAMPLE_SQL: &str = "SELECT id, language, code, apis, intro, lines_after FROM example \
      WHERE cwe = ?1 AND (language = ?2 OR (?2 = '' AND language <> '')) \
-     ORDER BY length(code), id LIMIT 1";
+     ORDER BY length(code), id LIMIT 64";
 
 /// Language names as the CWE catalog writes them (lowercased).
 fn catalog_language(language: &str) -> String {
@@ -140,7 +142,10 @@ pub fn augment(
         return Ok(None);
     }
 
-    let example = best_example(caps, &hits, &language)?;
+    // Examples are stored under the plugin's own language names ("cpp"), not
+    // the catalog's ("c++").
+    let example_language = facets.language.clone().unwrap_or_default();
+    let example = best_example(caps, &hits, &example_language, &terms)?;
     let knowledge = Knowledge {
         guidelines: hits
             .iter()
@@ -156,13 +161,20 @@ pub fn augment(
     }))
 }
 
-/// The shortest secure example of the best-ranked CWE that has one in the
-/// request's language. An example in another language is left out: it costs
-/// tokens and teaches the model the wrong idioms.
+/// The secure example that best fits the request, from the best-ranked CWE
+/// that has one in the request's language (an example in another language
+/// costs tokens and teaches the wrong idioms).
+///
+/// Code-level retrieval, lexical: an example scores by how many of the
+/// request's terms (task words and called APIs) its API set shares (counted
+/// twice: the API facet is the strongest signal RESCUE has) and how many its
+/// task description shares. Ties go to the shorter example; examples under
+/// three lines rarely show the fix and come last.
 fn best_example(
     caps: &dyn Capabilities,
     hits: &[(CweHit, i64, String)],
     language: &str,
+    request_terms: &[String],
 ) -> Result<Option<SecureExample>, PluginError> {
     for (hit, id, _) in hits {
         let rows = caps
@@ -171,23 +183,42 @@ fn best_example(
                 &[SqlValue::Integer(*id), SqlValue::Text(language.to_string())],
             )
             .map_err(PluginError::Kb)?;
-        if let Some(row) = rows.into_iter().next() {
+        let mut best: Option<(i64, usize, SecureExample)> = None;
+        for (position, row) in rows.iter().enumerate() {
             let [
                 SqlValue::Text(example_id),
                 SqlValue::Text(example_language),
                 SqlValue::Text(code),
+                SqlValue::Text(apis),
+                SqlValue::Text(intro),
+                SqlValue::Integer(lines),
             ] = row.as_slice()
             else {
                 return Err(PluginError::Schema(format!(
                     "unexpected example row {row:?}"
                 )));
             };
-            return Ok(Some(SecureExample {
-                id: example_id.clone(),
-                cwe: hit.id.clone(),
-                language: example_language.clone(),
-                code: code.clone(),
-            }));
+            let shared = |text: &str| {
+                text::terms(text)
+                    .iter()
+                    .filter(|t| request_terms.contains(t))
+                    .count() as i64
+            };
+            let score =
+                2 * shared(&apis.replace(',', " ")) + shared(intro) - 3 * i64::from(*lines < 3);
+            // Rows come shortest first, so on equal scores the earlier one wins.
+            if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+                let example = SecureExample {
+                    id: example_id.clone(),
+                    cwe: hit.id.clone(),
+                    language: example_language.clone(),
+                    code: code.clone(),
+                };
+                best = Some((score, position, example));
+            }
+        }
+        if let Some((_, _, example)) = best {
+            return Ok(Some(example));
         }
     }
     Ok(None)
@@ -230,6 +261,17 @@ mod tests {
             SqlValue::Text(name.into()),
             SqlValue::Real(score),
             SqlValue::Text(format!("- guideline of {id}")),
+        ]
+    }
+
+    fn example_row(id: &str, code: &str, apis: &str, intro: &str, lines: i64) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Text(id.into()),
+            SqlValue::Text("python".into()),
+            SqlValue::Text(code.into()),
+            SqlValue::Text(apis.into()),
+            SqlValue::Text(intro.into()),
+            SqlValue::Integer(lines),
         ]
     }
 
@@ -371,11 +413,23 @@ mod tests {
     fn example_in_the_request_language_is_included() {
         let kb = FakeKb {
             search_rows: vec![row(89, "SQL Injection", 12.0)],
-            example_rows: vec![vec![
-                SqlValue::Text("ex:1".into()),
-                SqlValue::Text("python".into()),
-                SqlValue::Text("cur.execute(q, (name,))".into()),
-            ]],
+            example_rows: vec![
+                example_row(
+                    "ex:short",
+                    "import sqlite3",
+                    "sqlite3.connect",
+                    "Open a database",
+                    1,
+                ),
+                example_row(
+                    "ex:1",
+                    "cur.execute(q, (name,))\nrows = cur.fetchall()\nreturn rows",
+                    "cur.execute,fetchall",
+                    "Run an SQL query for a user name",
+                    3,
+                ),
+                example_row("ex:other", "a = 1\nb = 2\nc = 3", "print", "Add numbers", 3),
+            ],
             queries: RefCell::default(),
             calls: vec![],
         };
