@@ -226,6 +226,7 @@ async fn metrics_health_and_readiness() {
         "rescue_added_latency_seconds_count{route=\"chat_completions\"} 2",
         "rescue_upstream_duration_seconds_count{api=\"openai\"} 3",
         "rescue_kb_info{content_hash=",
+        "# TYPE rescue_kb_query_seconds_total counter",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }

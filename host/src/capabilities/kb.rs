@@ -66,6 +66,9 @@ pub struct KbReader {
     source: PathBuf,
     generation: usize,
     limits: QueryLimits,
+    /// Plugin queries run and the time they took, for the metrics.
+    queries: AtomicU64,
+    query_nanos: AtomicU64,
     info: Option<KbInfo>,
     /// Holds the private snapshot of a verified KB; removed with the reader.
     _snapshot: Option<tempfile::TempDir>,
@@ -79,6 +82,8 @@ impl KbReader {
             source: path.to_path_buf(),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             limits,
+            queries: AtomicU64::new(0),
+            query_nanos: AtomicU64::new(0),
             info: None,
             _snapshot: None,
         }
@@ -174,8 +179,21 @@ impl KbReader {
             }
             let (_, conn, steps) = slot.as_ref().expect("connection was just opened");
             steps.store(self.limits.max_steps.max(1), Ordering::Relaxed);
-            run_query(conn, sql, params, self.limits.max_rows)
+            let started = std::time::Instant::now();
+            let result = run_query(conn, sql, params, self.limits.max_rows);
+            self.queries.fetch_add(1, Ordering::Relaxed);
+            self.query_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            result
         })
+    }
+
+    /// Queries run through this reader and their total time.
+    pub fn query_stats(&self) -> (u64, std::time::Duration) {
+        (
+            self.queries.load(Ordering::Relaxed),
+            std::time::Duration::from_nanos(self.query_nanos.load(Ordering::Relaxed)),
+        )
     }
 }
 

@@ -327,7 +327,17 @@ fn admin(state: &AppState, path: &str) -> Option<Response<ProxyBody>> {
             });
             ("application/json", body.to_string())
         }
-        "/metrics" => ("text/plain; version=0.0.4", state.metrics.render()),
+        "/metrics" => {
+            let (queries, time) = state.runtime().kb().query_stats();
+            let kb = format!(
+                "# HELP rescue_kb_queries_total Plugin queries against the knowledge base being served (resets on reload).\n\
+                 # TYPE rescue_kb_queries_total counter\nrescue_kb_queries_total {queries}\n\
+                 # HELP rescue_kb_query_seconds_total Time spent in those queries.\n\
+                 # TYPE rescue_kb_query_seconds_total counter\nrescue_kb_query_seconds_total {}\n",
+                time.as_secs_f64()
+            );
+            ("text/plain; version=0.0.4", state.metrics.render() + &kb)
+        }
         _ => return None,
     };
     let mut response = Response::new(full(Bytes::from(body)));
