@@ -230,6 +230,12 @@ async fn metrics_health_and_readiness() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
+    let kb_queries: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rescue_kb_queries_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("rescue_kb_queries_total");
+    assert!(kb_queries > 0, "the augmented request queried the KB");
     assert!(
         upstream
             .received()
