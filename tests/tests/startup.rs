@@ -67,3 +67,25 @@ fn the_shipped_knowledge_base_verifies() {
     );
     assert!(stdout.contains("verified"), "{stdout}");
 }
+
+#[test]
+fn a_corrupt_knowledge_base_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        (
+            "garbage.sqlite",
+            b"this is not a database at all, just bytes".repeat(200),
+        ),
+        (
+            "truncated.sqlite",
+            std::fs::read(repo_root().join("kb.sqlite")).unwrap()[..8192].to_vec(),
+        ),
+    ] {
+        let kb = dir.path().join(name);
+        std::fs::write(&kb, bytes).unwrap();
+        let err = Proxy::try_start("http://127.0.0.1:9/v1", "", &kb)
+            .err()
+            .expect("a corrupt KB must be refused");
+        assert!(err.contains(name), "the error names the file: {err}");
+    }
+}
