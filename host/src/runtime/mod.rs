@@ -585,6 +585,66 @@ mod tests {
         assert!(std::fs::metadata(&entries[0]).unwrap().len() > 1000);
     }
 
+    /// A hostile stand-in for the plugin, in component text: it exports an
+    /// `augment` of the right type whose body is `body` (core Wasm).
+    fn hostile_plugin(dir: &Path, body: &str) -> PathBuf {
+        let text = format!(
+            r#"(component
+  (type $cb (record (field "language" (option string)) (field "text" string)))
+  (export $cb-e "code-block" (type $cb))
+  (type $facets (record (field "task" string) (field "code-blocks" (list $cb-e)) (field "language" (option string))))
+  (export $facets-e "request-facets" (type $facets))
+  (type $params (record (field "top-k" u32) (field "min-score" float64) (field "max-chars" u32) (field "cwe-scope" (list u32))))
+  (export $params-e "retrieval-params" (type $params))
+  (type $hit (record (field "id" string) (field "name" string) (field "score" float64)))
+  (export $hit-e "cwe-hit" (type $hit))
+  (type $aug (record (field "text" string) (field "cwes" (list $hit-e)) (field "example-id" (option string))))
+  (export $aug-e "augmentation" (type $aug))
+  (type $err (variant (case "kb" string) (case "schema" string) (case "invalid-input" string)))
+  (export $err-e "plugin-error" (type $err))
+  (core module $m
+    (memory (export "mem") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
+    (func (export "augment") (param i32 i32 i32 i32 i32 i32 i32 i32 f64 i32 i32 i32) (result i32)
+      {body}))
+  (core instance $i (instantiate $m))
+  (func (export "augment") (param "facets" $facets-e) (param "params" $params-e) (result (result (option $aug-e) (error $err-e)))
+    (canon lift (core func $i "augment") (memory (core memory $i "mem")) (realloc (core func $i "realloc")))))"#
+        );
+        let path = dir.join("hostile.wasm");
+        std::fs::write(&path, wat::parse_str(&text).expect("valid component text")).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_trapping_plugin_is_a_trap_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = PluginSource { wasm_path: Some(hostile_plugin(dir.path(), "unreachable")), cache_dir: None };
+        let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
+        let err = runtime.augment_blocking(&sql_task(), &params()).unwrap_err();
+        assert!(matches!(err, Error::PluginRun { kind: PluginFailure::Trap, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_looping_plugin_is_stopped_by_fuel_or_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let looping = "(loop $forever (br $forever)) unreachable";
+        let source = PluginSource { wasm_path: Some(hostile_plugin(dir.path(), looping)), cache_dir: None };
+        // Fuel first: deterministic.
+        let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
+        let err = runtime.augment_blocking(&sql_task(), &params()).unwrap_err();
+        assert!(matches!(err, Error::PluginRun { kind: PluginFailure::Fuel, .. }), "{err:?}");
+        // With fuel to spare, the wall-clock deadline (epochs) ends it.
+        let runtime = PluginRuntime::new(
+            &source,
+            shipped_kb(),
+            PluginLimits { fuel: u64::MAX / 2, timeout: Duration::from_millis(50), ..limits() },
+        )
+        .unwrap();
+        let err = runtime.augment_blocking(&sql_task(), &params()).unwrap_err();
+        assert!(matches!(err, Error::PluginRun { kind: PluginFailure::Timeout, .. }), "{err:?}");
+    }
+
     #[test]
     fn a_component_of_another_world_is_refused() {
         let dir = tempfile::tempdir().unwrap();
