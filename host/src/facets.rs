@@ -98,7 +98,15 @@ pub fn looks_like_code(text: &str) -> bool {
         "):\n",
         "*/",
     ];
+    // A function signature opening a body (`int f(char *s) {`, `def f(x):`,
+    // `func F(s string) string {`) is code on its own: completion-style
+    // prompts are often a doc comment plus exactly one of those.
+    let signature = |line: &str| {
+        let line = line.trim_end();
+        (line.contains('(') && line.contains(')') && line.ends_with('{')) || line.ends_with("):")
+    };
     markers.iter().filter(|m| text.contains(*m)).count() >= 2
+        || text.lines().any(signature)
         || text
             .lines()
             .filter(|l| l.trim_end().ends_with(['{', ';', ':']))
@@ -202,6 +210,22 @@ mod tests {
         let f = extract(task, &[]);
         assert_eq!(f.language.as_deref(), Some("python"));
         assert_eq!(f.code_blocks.len(), 1);
+    }
+
+    #[test]
+    fn a_doc_comment_and_one_signature_is_code() {
+        assert!(looks_like_code(
+            "/**\nReturn the URL to redirect to.\n*/\nchar* target_for(const char* url, const char* domain) {"
+        ));
+        assert!(looks_like_code(
+            "// Hash a password.\nfunc HashPassword(password string) (string, error) {"
+        ));
+        assert!(!looks_like_code(
+            "Explain this: what does f(x) do in maths?"
+        ));
+        assert!(!looks_like_code(
+            "Note (important): the meeting moved to 3pm:"
+        ));
     }
 
     #[test]
