@@ -61,7 +61,7 @@ thread_local! {
 #[derive(Debug)]
 pub struct KbReader {
     /// The file connections open: for a verified reader, the private snapshot.
-    path: PathBuf,
+    served: PathBuf,
     /// The file as configured, for messages.
     source: PathBuf,
     generation: usize,
@@ -78,7 +78,7 @@ impl KbReader {
     /// A reader over any SQLite file, unverified (for tests and tools).
     pub fn new(path: &Path, limits: QueryLimits) -> Self {
         Self {
-            path: path.to_path_buf(),
+            served: path.to_path_buf(),
             source: path.to_path_buf(),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             limits,
@@ -173,7 +173,7 @@ impl KbReader {
         CONNECTION.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.as_ref().map(|(g, _, _)| *g) != Some(self.generation) {
-                let (conn, steps) = Self::open_sandboxed(&self.path)
+                let (conn, steps) = Self::open_sandboxed(&self.served)
                     .map_err(|e| QueryError::Failed(format!("opening knowledge base: {e}")))?;
                 *slot = Some((self.generation, conn, steps));
             }
