@@ -619,30 +619,73 @@ mod tests {
     #[test]
     fn a_trapping_plugin_is_a_trap_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let source = PluginSource { wasm_path: Some(hostile_plugin(dir.path(), "unreachable")), cache_dir: None };
+        let source = PluginSource {
+            wasm_path: Some(hostile_plugin(dir.path(), "unreachable")),
+            cache_dir: None,
+        };
         let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
-        let err = runtime.augment_blocking(&sql_task(), &params()).unwrap_err();
-        assert!(matches!(err, Error::PluginRun { kind: PluginFailure::Trap, .. }), "{err:?}");
+        let err = runtime
+            .augment_blocking(&sql_task(), &params())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PluginRun {
+                    kind: PluginFailure::Trap,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn a_looping_plugin_is_stopped_by_fuel_or_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let looping = "(loop $forever (br $forever)) unreachable";
-        let source = PluginSource { wasm_path: Some(hostile_plugin(dir.path(), looping)), cache_dir: None };
+        let source = PluginSource {
+            wasm_path: Some(hostile_plugin(dir.path(), looping)),
+            cache_dir: None,
+        };
         // Fuel first: deterministic.
         let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
-        let err = runtime.augment_blocking(&sql_task(), &params()).unwrap_err();
-        assert!(matches!(err, Error::PluginRun { kind: PluginFailure::Fuel, .. }), "{err:?}");
+        let err = runtime
+            .augment_blocking(&sql_task(), &params())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PluginRun {
+                    kind: PluginFailure::Fuel,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         // With fuel to spare, the wall-clock deadline (epochs) ends it.
         let runtime = PluginRuntime::new(
             &source,
             shipped_kb(),
-            PluginLimits { fuel: u64::MAX / 2, timeout: Duration::from_millis(50), ..limits() },
+            PluginLimits {
+                fuel: u64::MAX / 2,
+                timeout: Duration::from_millis(50),
+                ..limits()
+            },
         )
         .unwrap();
-        let err = runtime.augment_blocking(&sql_task(), &params()).unwrap_err();
-        assert!(matches!(err, Error::PluginRun { kind: PluginFailure::Timeout, .. }), "{err:?}");
+        let err = runtime
+            .augment_blocking(&sql_task(), &params())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PluginRun {
+                    kind: PluginFailure::Timeout,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
