@@ -28,6 +28,7 @@ pub struct Options {
     pub proxy_bin: PathBuf,
     pub kb: PathBuf,
     pub proxy_log: Option<String>,
+    pub proxy_config: Option<PathBuf>,
     /// Scenario names to run; empty runs all.
     pub scenarios: Vec<String>,
     pub in_process_iterations: usize,
@@ -59,7 +60,7 @@ pub fn run(options: &Options) -> Result<Report> {
             ),
         });
     }
-    let machine = Machine::detect();
+    let mut machine = Machine::detect();
 
     eprintln!(
         "timing the plugin in process ({} runs each)...",
@@ -78,6 +79,7 @@ pub fn run(options: &Options) -> Result<Report> {
             kb: options.kb.clone(),
             upstream: mock.base_url(),
             log_filter: options.proxy_log.clone(),
+            config: options.proxy_config.clone(),
         },
         log_dir.path(),
     )?;
@@ -165,6 +167,7 @@ pub fn run(options: &Options) -> Result<Report> {
         }
     }
     let proxy_end = procfs::sample(proxy.pid())?;
+    machine.load_at_end = crate::report::load_average();
     let lowest = options.concurrency.iter().copied().min().unwrap_or(1);
     let targets = check_targets(&measurements, &in_process, &proxy_end, lowest);
     drop(proxy);
@@ -187,6 +190,10 @@ pub fn run(options: &Options) -> Result<Report> {
                 .proxy_log
                 .clone()
                 .unwrap_or_else(|| "info (default)".into()),
+            proxy_config: options
+                .proxy_config
+                .as_ref()
+                .map_or_else(|| "defaults".into(), |p| p.display().to_string()),
         },
         proxy_start,
         proxy_end,

@@ -55,7 +55,12 @@ pub fn runtime(kb: &Path) -> Result<PluginRuntime> {
         fuel: defaults.plugin.fuel,
         timeout: Duration::from_millis(defaults.plugin.timeout_ms),
         memory_bytes: defaults.plugin.memory_limit_bytes,
-        max_instances: defaults.plugin.max_instances,
+        // RESCUE_BENCH_MAX_INSTANCES=1 shrinks the pooling allocator's
+        // address-space reservation so the plugin can run under valgrind.
+        max_instances: std::env::var("RESCUE_BENCH_MAX_INSTANCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.plugin.max_instances),
     };
     Ok(PluginRuntime::new(&source, reader, limits)?)
 }

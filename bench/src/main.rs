@@ -36,7 +36,7 @@ struct Cli {
     #[arg(long, default_value = "0ms")]
     delay: String,
     /// SSE chunks in a streamed answer.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     stream_chunks: usize,
     /// Gap between SSE chunks.
     #[arg(long, default_value = "1ms")]
@@ -50,6 +50,11 @@ struct Cli {
     /// RESCUE_LOG for the proxy (default: the proxy's own, `info`).
     #[arg(long)]
     proxy_log: Option<String>,
+    /// A TOML configuration for the proxy (`rescue serve --config`), e.g. to
+    /// try other `plugin.max_instances`; the harness still sets listen,
+    /// upstream and KB.
+    #[arg(long)]
+    proxy_config: Option<PathBuf>,
     /// Only these scenarios (comma-separated): passthrough-chat,
     /// passthrough-models, augmented-chat, passthrough-stream, augmented-stream.
     #[arg(long, default_value = "")]
@@ -80,6 +85,7 @@ fn options(cli: &Cli) -> Result<Options> {
             .unwrap_or_else(|| root.join("target/release/rescue")),
         kb: cli.kb.clone().unwrap_or_else(|| root.join("kb.sqlite")),
         proxy_log: cli.proxy_log.clone(),
+        proxy_config: cli.proxy_config.clone(),
         scenarios: cli
             .scenarios
             .split(',')

@@ -42,7 +42,7 @@ impl Default for MockConfig {
     fn default() -> Self {
         Self {
             delay: Duration::ZERO,
-            stream_chunks: 16,
+            stream_chunks: 8,
             stream_gap: Duration::from_millis(1),
         }
     }

@@ -30,6 +30,9 @@ pub struct ProxyCommand {
     pub bin: PathBuf,
     pub kb: PathBuf,
     pub upstream: String,
+    /// A TOML configuration for the proxy (`--config`); flags still set the
+    /// listen address, upstream and KB.
+    pub config: Option<PathBuf>,
     /// `RESCUE_LOG` for the proxy; `None` keeps its default (`info`: one line
     /// per request, as in production).
     pub log_filter: Option<String>,
@@ -66,6 +69,9 @@ impl Proxy {
             .env_remove("RESCUE_LISTEN")
             .env_remove("RESCUE_UPSTREAM")
             .env_remove("RESCUE_KB");
+        if let Some(config) = &command.config {
+            cmd.arg("--config").arg(config);
+        }
         match &command.log_filter {
             Some(filter) => {
                 cmd.env("RESCUE_LOG", filter);
