@@ -18,8 +18,9 @@ pub fn messages_facets(body: &Value) -> Option<RequestFacets> {
 }
 
 /// Inserts the knowledge. `system` placement appends it to the top-level
-/// `system` (Anthropic has no system role in `messages`): after a string, or
-/// as a last text block after the client's blocks, so a `cache_control`
+/// `system` (Anthropic has no system role in `messages`) as its own last
+/// text block (a string `system` becomes the equivalent block list), after
+/// the client's blocks, so a `cache_control`
 /// breakpoint on the client's own blocks still covers the same prefix.
 /// `user-prefix` puts a text block first in the last user turn.
 pub fn apply_messages(body: &str, knowledge: &str, placement: Placement) -> Option<String> {
@@ -32,7 +33,13 @@ pub fn apply_messages(body: &str, knowledge: &str, placement: Placement) -> Opti
                 None => raw::to_raw(&knowledge),
                 Some(existing) => match serde_json::from_str::<Value>(existing.get()).ok()? {
                     Value::String(s) if s.is_empty() => raw::to_raw(&knowledge),
-                    Value::String(s) => raw::to_raw(&format!("{s}\n\n{knowledge}")),
+                    // Its own text block, never glued onto the client's
+                    // string: text ending in an unclosed forged tag would
+                    // otherwise wrap the proxy's block. A string system
+                    // carries no cache_control, so blocks cost no cache hit.
+                    Value::String(s) => raw::to_raw(
+                        &json!([{"type": "text", "text": s}, {"type": "text", "text": knowledge}]),
+                    ),
                     Value::Array(_) => {
                         let mut blocks = raw::array_elements(existing)?;
                         blocks.push(raw::to_raw(&json!({"type": "text", "text": knowledge})));
@@ -93,7 +100,10 @@ mod tests {
         let out: Value =
             serde_json::from_str(&apply_messages(&with_string, "K", Placement::System).unwrap())
                 .unwrap();
-        assert_eq!(out["system"], "Be terse.\n\nK");
+        assert_eq!(
+            out["system"],
+            json!([{"type": "text", "text": "Be terse."}, {"type": "text", "text": "K"}])
+        );
 
         let with_blocks = BODY.replace(
             "\"max_tokens\":64,",

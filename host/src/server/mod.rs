@@ -594,6 +594,17 @@ where
     let upstream_time = sent.elapsed();
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // X-Rescue-* headers are the proxy's word to the client; an upstream
+    // must not be able to claim an augmentation that did not happen.
+    let spoofed: Vec<_> = parts
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-rescue-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        parts.headers.remove(name);
+    }
     Ok((
         Response::from_parts(parts, body.map_err(Into::into).boxed()),
         upstream_time,
