@@ -234,7 +234,11 @@ impl Default for PluginConfig {
             fuel: 200_000_000,
             timeout_ms: 250,
             memory_limit_bytes: 64 * 1024 * 1024,
-            max_instances: 64,
+            // Measured (BENCHMARKS.md): more runs in flight than cores only
+            // adds contention; 2 slots on 2 cores gave 1.5x the throughput of 64.
+            max_instances: std::thread::available_parallelism()
+                .map_or(2, |n| n.get() as u32)
+                .max(2),
         }
     }
 }

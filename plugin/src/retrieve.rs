@@ -13,8 +13,9 @@ use crate::compose::{self, Knowledge, SecureExample};
 use crate::text;
 use crate::{Augmentation, Capabilities, CweHit, PluginError, RequestFacets, RetrievalParams};
 
-/// How many candidates the lexical search returns before thresholding.
-const CANDIDATES: i64 = 20;
+// How many candidates the lexical search returns before thresholding is the
+// literal `LIMIT 20` in SEARCH_SQL: a bound LIMIT makes SQLite re-plan (and
+// so re-prepare) the statement on every run, defeating the statement cache.
 
 /// Column weights for bm25(cwe_fts, name, description, guideline, cause, tasks):
 /// the name is short and precise, so a hit there says the most; the pairs'
@@ -23,14 +24,18 @@ const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5
      FROM cwe_fts JOIN cwe c ON c.id = cwe_fts.rowid \
      WHERE cwe_fts MATCH ?1 AND c.in_scope = 1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
-       AND (?4 = '' OR instr(?4, ',' || c.id || ',') > 0) \
-     ORDER BY score DESC LIMIT ?3";
+       AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
+     ORDER BY score DESC LIMIT 20";
 
-/// Candidate secure examples of one CWE in the request's language (or any,
-/// when the language is unknown), shortest first; the plugin then ranks them.
+/// Candidate secure examples of one CWE in the request's language, shortest
+/// first (an index seek on example(cwe, language, length(code), id)); the
+/// plugin then ranks them.
 const EXAMPLE_SQL: &str = "SELECT id, language, code, apis, intro, lines_after FROM example \
-     WHERE cwe = ?1 AND (language = ?2 OR (?2 = '' AND language <> '')) \
-     ORDER BY length(code), id LIMIT 64";
+     WHERE cwe = ?1 AND language = ?2 ORDER BY length(code), id LIMIT 64";
+
+/// The same when the request's language is unknown: any language.
+const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT id, language, code, apis, intro, lines_after FROM example \
+     WHERE cwe = ?1 AND language <> '' ORDER BY length(code), id LIMIT 64";
 
 /// Language names as the CWE catalog writes them (lowercased).
 fn catalog_language(language: &str) -> String {
@@ -97,7 +102,6 @@ pub fn augment(
             &[
                 SqlValue::Text(text::fts_any(&terms)),
                 SqlValue::Text(language.clone()),
-                SqlValue::Integer(CANDIDATES),
                 SqlValue::Text(scope_list(&params.cwe_scope)),
             ],
         )
@@ -179,8 +183,16 @@ fn best_example(
     for (hit, id, _) in hits {
         let rows = caps
             .query(
-                EXAMPLE_SQL,
-                &[SqlValue::Integer(*id), SqlValue::Text(language.to_string())],
+                if language.is_empty() {
+                    EXAMPLE_ANY_LANGUAGE_SQL
+                } else {
+                    EXAMPLE_SQL
+                },
+                &if language.is_empty() {
+                    vec![SqlValue::Integer(*id)]
+                } else {
+                    vec![SqlValue::Integer(*id), SqlValue::Text(language.to_string())]
+                },
             )
             .map_err(PluginError::Kb)?;
         let mut best: Option<(i64, usize, SecureExample)> = None;
@@ -383,7 +395,7 @@ mod tests {
             queries: RefCell::default(),
             calls: vec![],
         };
-        let scope_of = |n: usize| match &kb.queries.borrow()[n].1[3] {
+        let scope_of = |n: usize| match &kb.queries.borrow()[n].1[2] {
             SqlValue::Text(s) => s.clone(),
             other => panic!("scope parameter is {other:?}"),
         };

@@ -80,6 +80,8 @@ CREATE TABLE example (
   commit_link TEXT NOT NULL            -- the upstream fix the code comes from (its project's license applies); '' for the catalog
 );
 CREATE INDEX example_by_cwe ON example (cwe, id);
+-- The plugin's example lookup: one CWE, one language, shortest first.
+CREATE INDEX example_by_cwe_language_length ON example (cwe, language, length(code), id);
 
 -- Full-text index for BM25 retrieval, one row per in-scope CWE, rowid = cwe id.
 -- `tasks` holds coding tasks phrased as users phrase them, which is what
