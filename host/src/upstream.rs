@@ -178,11 +178,17 @@ impl hyper::body::Body for IdleTimeout {
                 Poll::Ready(frame)
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
-                    "upstream sent nothing for {} ms; stream cut",
-                    this.idle.as_millis()
-                )
-                .into()))),
+                Poll::Ready(()) => {
+                    tracing::warn!(
+                        idle_ms = this.idle.as_millis() as u64,
+                        "upstream stream went silent; cut"
+                    );
+                    Poll::Ready(Some(Err(format!(
+                        "upstream sent nothing for {} ms; stream cut",
+                        this.idle.as_millis()
+                    )
+                    .into())))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }
