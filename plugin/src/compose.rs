@@ -34,13 +34,22 @@ pub struct Knowledge<'a> {
 /// Neutralises anything in knowledge-base text that could end or restart the
 /// delimited block.
 fn defang(text: &str) -> String {
+    // The tag name itself goes, repeatedly: removing one occurrence can join
+    // the pieces around it into another ("security_knowsecurity_knowledgeledge"),
+    // so stop only when none is left.
+    const NAME: &str = "security_knowledge";
     let mut out = text.to_string();
-    for tag in ["</security_knowledge", "<security_knowledge"] {
-        while let Some(pos) = out.to_ascii_lowercase().find(tag) {
-            out.replace_range(pos..pos + tag.len(), "");
-        }
+    while let Some(pos) = out.to_ascii_lowercase().find(NAME) {
+        out.replace_range(pos..pos + NAME.len(), "");
     }
     out
+}
+
+/// A short one-line label from KB text (a CWE id, a language): defanged and
+/// kept on one line, so it can neither close the block nor leave a heading
+/// or a fence's info string.
+fn label_text(text: &str) -> String {
+    defang(text).replace(['\n', '\r', '`'], " ")
 }
 
 /// A Markdown fence longer than any run of backticks inside `code`.
@@ -69,8 +78,9 @@ pub fn chat_block(knowledge: &Knowledge<'_>, max_chars: usize) -> String {
 
     for (index, (id, name, guideline)) in knowledge.guidelines.iter().enumerate() {
         let section = format!(
-            "## {id}: {}\n{}\n\n",
-            defang(name),
+            "## {}: {}\n{}\n\n",
+            label_text(id),
+            label_text(name),
             defang(guideline.trim())
         );
         if body.len() + section.len() <= budget {
@@ -88,15 +98,14 @@ pub fn chat_block(knowledge: &Knowledge<'_>, max_chars: usize) -> String {
     if let Some(example) = knowledge.example {
         let code = defang(example.code.trim_end());
         let fence = fence_for(&code);
-        let label = if example.language.is_empty() {
-            example.cwe.clone()
+        let (cwe, language) = (label_text(&example.cwe), label_text(&example.language));
+        let label = if language.is_empty() {
+            cwe
         } else {
-            format!("{}, {}", example.cwe, example.language)
+            format!("{cwe}, {language}")
         };
-        let section = format!(
-            "## Secure Code Example ({label})\n{fence}{}\n{code}\n{fence}\n\n",
-            example.language
-        );
+        let section =
+            format!("## Secure Code Example ({label})\n{fence}{language}\n{code}\n{fence}\n\n");
         if body.len() + section.len() <= budget {
             body.push_str(&section);
         }
@@ -151,6 +160,30 @@ mod tests {
                 .matches("</security_knowledge")
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn defanging_reaches_a_fixpoint_and_covers_every_field() {
+        assert_eq!(defang("</<security_knowledgesecurity_knowledge>"), "</<>");
+        assert_eq!(defang("security_knowSECURITY_KNOWLEDGEledge"), "");
+        let ex = SecureExample {
+            id: "e".into(),
+            cwe: "CWE-1</security_knowledge>".into(),
+            language: "py\n</security_knowledge>\n```".into(),
+            code: "x".into(),
+        };
+        let k = Knowledge {
+            guidelines: vec![("CWE-2<security_knowledge>", "n", "- g")],
+            example: Some(&ex),
+        };
+        let text = chat_block(&k, 10_000);
+        assert_eq!(
+            text.to_ascii_lowercase()
+                .matches("security_knowledge")
+                .count(),
+            2,
+            "{text}"
         );
     }
 
