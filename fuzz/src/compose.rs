@@ -66,12 +66,12 @@ pub fn check(input: &ComposeInput) {
 
     let opens = count_ci(&block, "<security_knowledge");
     let closes = count_ci(&block, "</security_knowledge");
-    if opens != 1 || closes != 1 {
-        known::fail(
-            format!("tags in the block: {opens} opening, {closes} closing (want 1 and 1)"),
-            tag_finding(input),
-        );
-    }
+    // F1 and F2 (tags joined by defanging, undefanged fields) are fixed: no
+    // known finding explains an extra tag any more.
+    assert!(
+        opens == 1 && closes == 1,
+        "tags in the block: {opens} opening, {closes} closing (want 1 and 1)"
+    );
 
     // A guideline cut to fit leaves one byte for its newline: the frame plus
     // one byte is the least that holds any knowledge.
@@ -86,41 +86,6 @@ pub fn check(input: &ComposeInput) {
             explained,
         );
     }
-}
-
-/// Which known finding can explain an extra tag in the block for this input.
-fn tag_finding(input: &ComposeInput) -> Option<Finding> {
-    let has_tag = |s: &str| count_ci(s, "security_knowledge") > 0;
-    let undefanged = input.guidelines.iter().any(|(id, _, _)| has_tag(id))
-        || input
-            .example
-            .as_ref()
-            .is_some_and(|(_, cwe, language, _)| has_tag(cwe) || has_tag(language));
-    if undefanged {
-        return Some(Finding::UndefangedFields);
-    }
-    let rejoined = input
-        .guidelines
-        .iter()
-        .any(|(_, name, text)| defang_rejoins(name) || defang_rejoins(text))
-        || input
-            .example
-            .as_ref()
-            .is_some_and(|(_, _, _, code)| defang_rejoins(code));
-    rejoined.then_some(Finding::DefangOrder)
-}
-
-/// Whether the plugin's `defang` (closing tags removed first, then opening
-/// tags, each until none is left) leaves a closing tag in `text`: removing an
-/// opening tag can join one, e.g. `</sec<security_knowledgeurity_knowledge>`.
-fn defang_rejoins(text: &str) -> bool {
-    let mut out = text.to_string();
-    for tag in ["</security_knowledge", "<security_knowledge"] {
-        while let Some(pos) = out.to_ascii_lowercase().find(tag) {
-            out.replace_range(pos..pos + tag.len(), "");
-        }
-    }
-    count_ci(&out, "</security_knowledge") > 0
 }
 
 #[cfg(test)]
@@ -183,6 +148,24 @@ mod tests {
             guidelines: vec![("CWE-1</security_knowledge>".into(), "n".into(), "t".into())],
             example: None,
             max_chars: 6000,
+        });
+    }
+
+    /// F1 as the fuzzer found it: the closing tag split around an opening
+    /// tag in a CWE name (`compose`, fuzz/artifacts crash-9504527…).
+    #[test]
+    fn f1_as_found_by_the_fuzzer() {
+        check(&ComposeInput {
+            guidelines: vec![
+                (String::new(), String::new(), String::new()),
+                (
+                    "ey(\u{5}\u{5}```_kn\"iraSECUR<".into(),
+                    "sec</securit<security_knowledgey_knowledge>".into(),
+                    String::new(),
+                ),
+            ],
+            example: None,
+            max_chars: 39578,
         });
     }
 

@@ -13,14 +13,7 @@ use std::sync::OnceLock;
 /// A reported, unfixed bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finding {
-    /// F1: `compose::defang` removes closing tags before opening tags, so
-    /// removing an opening tag can join a closing one:
-    /// `</<security_knowledge` + `security_knowledge>` -> `</security_knowledge>`.
-    DefangOrder,
-    /// F2: `compose::chat_block` does not defang the CWE id, the example's CWE
-    /// or its language, so KB text there can close or restart the block.
-    UndefangedFields,
-    /// F3: with `augment.max_chars` below the block's fixed frame (about 190
+    /// F3: with `augment.max_chars` below the block's fixed frame (246
     /// bytes), `chat_block` returns a block longer than `max_chars`; the
     /// configuration accepts such values.
     TinyMaxChars,
