@@ -3,8 +3,6 @@
 
 use rescue_host::protocol::openai::as_comment;
 
-use crate::known::{self, Finding};
-
 /// Language names the proxy may pass (canonical names from the facets, plus
 /// the extra ones `as_comment` knows) and one it does not know.
 pub const LANGUAGES: &[Option<&str>] = &[
@@ -32,19 +30,36 @@ pub fn marker(language: Option<&str>) -> &'static str {
     }
 }
 
-/// Characters that end a line comment in at least one of the languages
-/// (Python's tokenizer takes a lone `\r` as a newline; JavaScript also ends
-/// lines at U+2028 and U+2029). Splitting on all of them is how a reader of
-/// any of these languages could see the text.
+/// Characters that end a line for at least one language, tokenizer or
+/// editor (Python's tokenizer takes a lone `\r` as a newline and
+/// `str.splitlines` also U+000B, U+000C, U+001C to U+001E and U+0085;
+/// JavaScript ends lines at U+2028 and U+2029). Splitting on all of them is
+/// how a reader of any of these languages could see the text.
 fn is_line_break(c: char) -> bool {
-    matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
+    matches!(
+        c,
+        '\n' | '\u{0B}' | '\u{0C}' | '\r' | '\u{1C}'
+            ..='\u{1E}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// The lines of `text` as a reader that honours every line break sees them:
+/// `\r\n` is one break, any other break character is one, and a final break
+/// ends the last line rather than starting an empty one.
+fn lines(text: &str) -> Vec<String> {
+    let normalised: String = text
+        .replace("\r\n", "\n")
+        .chars()
+        .map(|c| if is_line_break(c) { '\n' } else { c })
+        .collect();
+    normalised.lines().map(str::to_string).collect()
 }
 
 /// Checks one wrapping. Properties: non-empty knowledge gives text ending in
-/// a newline (so the prompt starts on a line of its own); every line, split
-/// at any line terminator a target language honours, starts with the
-/// language's marker; the text between markers is the knowledge, line by
-/// line.
+/// a newline (so the prompt starts on a line of its own); the only line
+/// break in it is the `\n` ending each line, so every line, split at any
+/// line terminator a target language honours, starts with the language's
+/// marker; the text between markers is the knowledge, line by line.
 pub fn check(knowledge: &str, language: Option<&str>) {
     let out = as_comment(knowledge, language);
     let marker = marker(language);
@@ -54,46 +69,60 @@ pub fn check(knowledge: &str, language: Option<&str>) {
     }
     assert!(out.ends_with('\n'), "the comment ends with a newline");
 
-    // Lossless: each `\n`-terminated output line is one line of the
-    // knowledge as `str::lines` splits it (a trailing `\r` of the last line
-    // stays in it, so output lines are split at `\n` only).
-    let unwrapped: Vec<&str> = out
+    // What a tokenizer sees: no line may escape the comment.
+    for line in out.split(is_line_break) {
+        assert!(
+            line.is_empty() || line.starts_with(marker),
+            "{line:?} is outside the {marker} comment"
+        );
+    }
+    assert!(
+        !out.contains(|c| c != '\n' && is_line_break(c)),
+        "a line break other than \\n in the comment"
+    );
+
+    // Lossless: each output line is one line of the knowledge.
+    let unwrapped: Vec<String> = out
         .split_terminator('\n')
         .map(|line| {
             let rest = line
                 .strip_prefix(marker)
                 .unwrap_or_else(|| panic!("line {line:?} lacks the marker {marker:?}"));
-            rest.strip_prefix(' ').unwrap_or(rest)
+            rest.strip_prefix(' ').unwrap_or(rest).to_string()
         })
         .collect();
-    let original: Vec<&str> = knowledge.lines().collect();
     assert_eq!(
-        unwrapped, original,
+        unwrapped,
+        lines(knowledge),
         "the comment carries the knowledge line by line"
     );
-
-    // What a tokenizer sees: no line may escape the comment.
-    for line in out.split(is_line_break) {
-        if !line.is_empty() && !line.starts_with(marker) {
-            known::fail(
-                format!("{line:?} is outside the {marker} comment"),
-                knowledge
-                    .contains(['\r', '\u{2028}', '\u{2029}'])
-                    .then_some(Finding::CommentLineBreaks),
-            );
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Found by the fuzzer (a property too strict, not a bug): a last line
-    /// ending in `\r` is kept whole.
+    /// Found by the fuzzer when only `\n` was a break: a last line ending in
+    /// `\r`. Now that `\r` ends the line like any other break.
     #[test]
-    fn a_trailing_carriage_return_stays_in_its_line() {
+    fn a_trailing_carriage_return_ends_its_line() {
         check("\0\0\n\n\r", Some("python"));
+        assert_eq!(as_comment("\0\0\n\n\r", Some("python")), "# \0\0\n#\n#\n");
+    }
+
+    /// Every break character, alone, doubled and as `\r\n`, in every language
+    /// (F4's reproducer is a unit test of `as_comment` in the host now).
+    #[test]
+    fn every_line_break_stays_inside_the_comment() {
+        for brk in [
+            '\n', '\u{0B}', '\u{0C}', '\r', '\u{1C}', '\u{1D}', '\u{1E}', '\u{85}', '\u{2028}',
+            '\u{2029}',
+        ] {
+            for language in LANGUAGES {
+                check(&format!("- rule{brk}import os"), *language);
+                check(&format!("{brk}{brk}x{brk}\r\n"), *language);
+            }
+        }
     }
 
     #[test]
@@ -106,13 +135,5 @@ mod tests {
             check("", *language);
             check("\n\n", *language);
         }
-    }
-
-    /// F4 reproducer (fuzz target `as_comment`): a lone `\r` in knowledge
-    /// text ends a Python `#` comment, so what follows it is code.
-    #[test]
-    #[should_panic(expected = "CommentLineBreaks")]
-    fn f4_lone_carriage_return_escapes_the_comment() {
-        check("- rule\rimport os; os.system('id')", Some("python"));
     }
 }

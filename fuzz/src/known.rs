@@ -17,10 +17,6 @@ pub enum Finding {
     /// bytes), `chat_block` returns a block longer than `max_chars`; the
     /// configuration accepts such values.
     TinyMaxChars,
-    /// F4: a line terminator other than `\n` (a lone `\r`, U+2028, U+2029) in
-    /// knowledge text ends a completions comment early in languages that
-    /// treat it as a line break, so the rest of that line becomes code.
-    CommentLineBreaks,
     /// F5: a message with duplicate `role` keys (`"role":"assistant",
     /// "role":"user"`) is the last user turn for facets (serde_json keeps the
     /// last duplicate) but not for placement (`protocol::raw_role` fails on a

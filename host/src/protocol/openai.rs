@@ -61,6 +61,12 @@ pub fn completion_facets(body: &Value) -> Vec<RequestFacets> {
 /// prompt is usually a code prefix, and prose before it would break the code
 /// the model continues. `#` for Python and unknown languages (the RESCUE
 /// completion format), `//` for the C family, Go, Java and JavaScript.
+///
+/// Every line break of the knowledge starts a new comment line, not only
+/// `\n`: a lone `\r` ends a `#` comment for Python's tokenizer, U+2028 and
+/// U+2029 end `//` comments in JavaScript, and editors break lines at the
+/// others `is_line_break` names. The comment itself contains no line break but
+/// the `\n` that ends each line, so no knowledge text can fall outside it.
 pub fn as_comment(knowledge: &str, language: Option<&str>) -> String {
     let marker = match language {
         Some(
@@ -69,7 +75,7 @@ pub fn as_comment(knowledge: &str, language: Option<&str>) -> String {
         _ => "#",
     };
     let mut out = String::with_capacity(knowledge.len() + 64);
-    for line in knowledge.lines() {
+    for line in comment_lines(knowledge) {
         out.push_str(marker);
         if !line.is_empty() {
             out.push(' ');
@@ -78,6 +84,43 @@ pub fn as_comment(knowledge: &str, language: Option<&str>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Characters that end a line for some language, tokenizer or editor: `\n`,
+/// vertical tab, form feed, `\r`, the information separators U+001C to
+/// U+001E (Python's `str.splitlines`), NEL (U+0085), and the Unicode line
+/// and paragraph separators (U+2028, U+2029; JavaScript's line terminators).
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\u{0B}' | '\u{0C}' | '\r' | '\u{1C}'
+            ..='\u{1E}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// The lines of `text`, split at every `is_line_break` (`\r\n` is one
+/// break), without the empty line after a final break: like `str::lines`,
+/// for every line terminator.
+fn comment_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match rest.find(is_line_break) {
+            Some(at) => {
+                let line = &rest[..at];
+                let after = if rest[at..].starts_with("\r\n") {
+                    at + 2
+                } else {
+                    at + rest[at..].chars().next().map_or(1, char::len_utf8)
+                };
+                rest = &rest[after..];
+                Some(line)
+            }
+            None => Some(std::mem::take(&mut rest)),
+        }
+    })
 }
 
 /// Prepends each prompt's knowledge, as comments, to that prompt.
@@ -242,6 +285,64 @@ mod tests {
         assert_eq!(out["prompt"], json!(["// K\nint main() {", "plain"]));
         assert!(completion_facets(&json!({"prompt": [1, 2, 3]})).is_empty());
         assert_eq!(completion_facets(&json!({"prompt": ["a", "b"]})).len(), 2);
+    }
+
+    /// Every line of `comment`, split at any character some language or
+    /// editor ends a line at, is a comment line.
+    fn assert_all_commented(comment: &str, marker: &str) {
+        for line in comment.split(is_line_break) {
+            assert!(
+                line.is_empty() || line.starts_with(marker),
+                "{line:?} is outside the {marker} comment in {comment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_line_break_starts_a_new_comment_line() {
+        let breaks = [
+            "\n", "\r", "\r\n", "\u{0B}", "\u{0C}", "\u{1C}", "\u{1D}", "\u{1E}", "\u{85}",
+            "\u{2028}", "\u{2029}",
+        ];
+        for brk in breaks {
+            for (language, marker) in [
+                (Some("python"), "#"),
+                (Some("javascript"), "//"),
+                (None, "#"),
+            ] {
+                let knowledge = format!("- rule{brk}import os; os.system('id'){brk}");
+                let comment = as_comment(&knowledge, language);
+                assert_eq!(
+                    comment,
+                    format!("{marker} - rule\n{marker} import os; os.system('id')\n"),
+                    "break {brk:?}"
+                );
+                assert_all_commented(&comment, marker);
+            }
+        }
+        // Breaks in a row are empty comment lines; `\r\n` counts once, `\n\r` twice.
+        assert_eq!(as_comment("a\r\n\r\nb", None), "# a\n#\n# b\n");
+        assert_eq!(as_comment("a\n\rb", None), "# a\n#\n# b\n");
+        assert_eq!(
+            as_comment("a\u{2028}\u{2029}b\r", Some("go")),
+            "// a\n//\n// b\n"
+        );
+        assert_eq!(as_comment("\r", None), "#\n");
+        assert_eq!(as_comment("", None), "");
+    }
+
+    /// Fuzz finding F4 (target `as_comment`, RELIABILITY.md): lines were split
+    /// at `\n` only, so a lone `\r`, which ends a `#` comment for Python's
+    /// tokenizer, turned the rest of the knowledge line into code.
+    #[test]
+    fn f4_lone_carriage_return_does_not_escape_the_comment() {
+        let comment = as_comment("- rule\rimport os; os.system('id')", Some("python"));
+        assert_eq!(comment, "# - rule\n# import os; os.system('id')\n");
+        assert_all_commented(&comment, "#");
+        assert_all_commented(
+            &as_comment("- rule\u{2028}fetch('//x')\u{2029}y", Some("javascript")),
+            "//",
+        );
     }
 
     #[test]
