@@ -9,7 +9,6 @@ use rescue_host::protocol::raw::{self, RawObject};
 use rescue_host::protocol::{self, Route, Unit, openai::as_comment};
 use rescue_plugin::compose::{CLOSE_TAG, Knowledge, OPEN_TAG, chat_block};
 
-use crate::known::{self, Finding};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -183,32 +182,25 @@ fn untouched_members_kept(input: &RawObject, output: &RawObject, edited: &str) {
 
 /// Index of the last element whose `role` is `"user"`, as a JSON parser
 /// that keeps the last of duplicate keys (serde_json, most upstreams, and the
-/// proxy's own facet extraction) sees it. `None` when the proxy's placement
-/// disagrees because of a known finding (and known findings are tolerated).
-fn last_user(items: &[Box<RawValue>]) -> Option<usize> {
+/// proxy's own facet extraction) sees it; the proxy's placement must agree.
+fn last_user(items: &[Box<RawValue>]) -> usize {
     let at = items
         .iter()
         .rposition(|m| parse(m).get("role").and_then(Value::as_str) == Some("user"))
         .expect("an augmented conversation has a user turn");
     let placed = protocol::last_user_index(items);
-    if placed != Some(at) {
-        let duplicate_role = items.iter().any(|m| {
-            RawObject::parse(m.get())
-                .is_some_and(|o| o.0.iter().filter(|(k, _)| k == "role").count() > 1)
-        });
-        known::fail(
-            format!("the last user turn is {at} for facets but {placed:?} for placement"),
-            duplicate_role.then_some(Finding::DuplicateRole),
-        );
-        return None;
-    }
-    Some(at)
+    assert_eq!(
+        placed,
+        Some(at),
+        "the last user turn is {at} for facets but {placed:?} for placement"
+    );
+    at
 }
 
 fn inserted_before_last_user(before: &RawValue, after: &RawValue, message: &Value) {
     let items = raw::array_elements(before).expect("an array");
     let out = raw::array_elements(after).expect("an array");
-    let Some(at) = last_user(&items) else { return };
+    let at = last_user(&items);
     assert_eq!(out.len(), items.len() + 1, "one message inserted");
     assert_eq!(
         parse(&out[at]),
@@ -230,7 +222,7 @@ fn inserted_before_last_user(before: &RawValue, after: &RawValue, message: &Valu
 fn prefixed_last_user(before: &RawValue, after: &RawValue, part_type: &str) {
     let items = raw::array_elements(before).expect("an array");
     let out = raw::array_elements(after).expect("an array");
-    let Some(at) = last_user(&items) else { return };
+    let at = last_user(&items);
     assert_eq!(out.len(), items.len(), "no message added");
     for (i, (a, b)) in items.iter().zip(&out).enumerate() {
         if i != at {
@@ -356,19 +348,9 @@ mod tests {
         );
         all_ways(r#"{"prompt":["def f(x):\n","int main() {"],"max_tokens":5}"#);
         all_ways(r#"{"prompt":"import os\n","n":1e400}"#);
-    }
-
-    /// F5 reproducer (fuzz target `request_shaped`): facets take the second
-    /// message as the last user turn, placement the first.
-    #[test]
-    #[should_panic(expected = "DuplicateRole")]
-    fn f5_duplicate_role_keys_split_facets_from_placement() {
-        let body = r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","role":"user","content":"Write SQL"}]}"#;
-        check(
-            Route::ChatCompletions,
-            Placement::System,
-            1,
-            body.as_bytes(),
+        // F5's input: duplicate `role` keys, the last one counts everywhere.
+        all_ways(
+            r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","role":"user","content":"Write SQL"}],"input":[{"role":"user","content":"a"},{"role":"user","type":"message","role":"assistant","content":"b"}]}"#,
         );
     }
 

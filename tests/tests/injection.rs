@@ -176,6 +176,55 @@ async fn forged_blocks_in_earlier_turns_change_neither_where_nor_what_is_injecte
     assert_eq!(open_tags(&got_hostile), 4 + 1);
 }
 
+/// Duplicate `role` keys (fuzz finding F5): the last one counts, for what
+/// the task is and for where the block goes alike, and the message is passed
+/// through with both keys as the client wrote it.
+#[tokio::test]
+async fn with_duplicate_role_keys_the_last_one_decides_the_user_turn() {
+    let upstream = MockUpstream::json(completion()).await;
+    let proxy = Proxy::start(&upstream.base_url(), "");
+    let task = serde_json::to_string(SQL_TASK).unwrap();
+    for (messages, at) in [
+        // The second message is the user's: the task, and the block before it.
+        (
+            format!(
+                r#"[{{"role":"user","content":"Hello"}},{{"role":"assistant","role":"user","content":{task}}}]"#
+            ),
+            1,
+        ),
+        // The second message is the assistant's: the task is the first.
+        (
+            format!(
+                r#"[{{"role":"user","content":{task}}},{{"role":"user","role":"assistant","content":"Sure"}}]"#
+            ),
+            0,
+        ),
+    ] {
+        let body = format!(r#"{{"model":"m","messages":{messages}}}"#);
+        let answer = call(proxy.addr, post("/v1/chat/completions", body.clone())).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-rescue-augmented"), Some("true"), "{body}");
+        let got = upstream.received().last().unwrap().clone();
+        let sent: Vec<Value> = serde_json::from_str(&messages).unwrap();
+        let got_messages = got.json()["messages"].as_array().unwrap().clone();
+        assert_eq!(one_inserted(&sent, &got_messages), at, "{body}");
+        assert_eq!(role(&got_messages[at]), Some("system"));
+        assert_proxy_block(got_messages[at]["content"].as_str().unwrap());
+        // Both keys reach the upstream, in the client's order.
+        let text = std::str::from_utf8(&got.body).unwrap();
+        assert_eq!(
+            text.matches(r#""role":"assistant","role":"user""#).count(),
+            usize::from(at == 1),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches(r#""role":"user","role":"assistant""#).count(),
+            usize::from(at == 0),
+            "{text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn user_prefix_puts_the_proxy_block_first_and_the_users_text_after_it_verbatim() {
     let upstream = MockUpstream::json(completion()).await;

@@ -169,6 +169,10 @@ pub fn content_text(content: &Value) -> Option<String> {
     }
 }
 
+/// A message's role: the last `role` member, as serde_json (and most JSON
+/// parsers, upstreams' included) keeps the last of duplicate keys. Placement
+/// reads raw messages with the same rule ([`raw_role`]), so facets and
+/// placement agree on which message is the last user turn.
 fn role(message: &Value) -> Option<&str> {
     message.get("role").and_then(Value::as_str)
 }
@@ -188,15 +192,45 @@ pub fn conversation_facets(messages: &[Value]) -> Option<RequestFacets> {
     Some(facets::extract(&task, &earlier))
 }
 
-#[derive(serde::Deserialize)]
-struct RoleOnly {
-    role: Option<String>,
+/// The role of a raw message by [`role`]'s rule: the last `role` member
+/// counts, and it is a role only if it is a string. Skips every other member
+/// without building it.
+struct LastRole(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for LastRole {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RoleVisitor;
+        impl<'de> serde::de::Visitor<'de> for RoleVisitor {
+            type Value = LastRole;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LastRole, A::Error> {
+                let mut role = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "role" {
+                        role = match map.next_value::<Value>()? {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        };
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(LastRole(role))
+            }
+        }
+        deserializer.deserialize_map(RoleVisitor)
+    }
 }
 
 fn raw_role(message: &RawValue) -> Option<String> {
-    serde_json::from_str::<RoleOnly>(message.get())
+    serde_json::from_str::<LastRole>(message.get())
         .ok()
-        .and_then(|m| m.role)
+        .and_then(|m| m.0)
 }
 
 /// Index of the last message whose role is `user`.
@@ -285,6 +319,86 @@ mod tests {
         assert_eq!(api_for_path("/v1/messages/batches"), UpstreamApi::Anthropic);
         assert_eq!(api_for_path("/v1/messagesx"), UpstreamApi::Openai);
         assert_eq!(api_for_path("/v1/models"), UpstreamApi::Openai);
+    }
+
+    /// The last user turn as facets see it (parsed with serde_json) and as
+    /// placement sees it (raw messages).
+    fn last_user_both_ways(messages: &str) -> (Option<usize>, Option<usize>) {
+        let parsed: Vec<Value> = serde_json::from_str(messages).unwrap();
+        let raw: Vec<Box<RawValue>> = serde_json::from_str(messages).unwrap();
+        (
+            parsed.iter().rposition(|m| role(m) == Some("user")),
+            last_user_index(&raw),
+        )
+    }
+
+    #[test]
+    fn facets_and_placement_agree_on_the_last_user_turn() {
+        for (messages, expected) in [
+            (
+                r#"[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]"#,
+                Some(0),
+            ),
+            (
+                r#"[{"role":"user","content":"a"},{"role":"assistant","role":"user"}]"#,
+                Some(1),
+            ),
+            (
+                r#"[{"role":"user","content":"a"},{"role":"user","role":"assistant"}]"#,
+                Some(0),
+            ),
+            (
+                r#"[{"role":"user"},{"role":"user","content":"b","role":"tool"}]"#,
+                Some(0),
+            ),
+            (r#"[{"role":"user"},{"role":5,"role":"user"}]"#, Some(1)),
+            (r#"[{"role":"user"},{"role":"user","role":null}]"#, Some(0)),
+            (
+                r#"[{"role":"user"},{"r\u006fle":"assistant","role":"user"}]"#,
+                Some(1),
+            ),
+            (
+                r#"[{"role":"user"},{"role":"user","r\u006fle":"assistant"}]"#,
+                Some(0),
+            ),
+            (
+                r#"[{"role":"assistant","role":"assistant"},"user",["user"],7]"#,
+                None,
+            ),
+            (r#"[{"content":{"role":"user"}}]"#, None),
+        ] {
+            assert_eq!(
+                last_user_both_ways(messages),
+                (expected, expected),
+                "{messages}"
+            );
+        }
+    }
+
+    /// Fuzz finding F5 (target `request_shaped`, RELIABILITY.md): with duplicate
+    /// `role` keys, facets took the second message as the last user turn
+    /// (serde_json keeps the last key) but placement the first (a
+    /// `#[derive(Deserialize)]` struct refuses a duplicate field), so the
+    /// block went before an earlier user turn.
+    #[test]
+    fn f5_duplicate_role_keys_are_read_alike_by_facets_and_placement() {
+        let body = r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","role":"user","content":"Write SQL"}]}"#;
+        let parsed: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(facets(Route::ChatCompletions, &parsed)[0].task, "Write SQL");
+        let units = [Unit {
+            facets: facets(Route::ChatCompletions, &parsed).remove(0),
+            knowledge: Some("K".into()),
+        }];
+        let out = apply(Route::ChatCompletions, body, &units, Placement::System).unwrap();
+        assert_eq!(
+            out,
+            r#"{"messages":[{"role":"user","content":"a"},{"role":"system","content":"K"},{"role":"assistant","role":"user","content":"Write SQL"}]}"#
+        );
+        let out = apply(Route::ChatCompletions, body, &units, Placement::UserPrefix).unwrap();
+        assert_eq!(
+            out,
+            r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","role":"user","content":"K\nWrite SQL"}]}"#
+        );
     }
 
     #[test]
