@@ -86,6 +86,8 @@ pub struct Metrics {
     plugin_failures: Counter,
     failure_policy: Counter,
     reloads: Counter,
+    rejected: Counter,
+    stream_cuts: Counter,
     plugin_seconds: Histogram,
     upstream_seconds: Histogram,
     added_seconds: Histogram,
@@ -134,6 +136,21 @@ impl Metrics {
         self.failure_policy.add(&[policy, kind], 1);
     }
 
+    /// A request the HTTP layer refused before the proxy's handler saw it
+    /// (hyper answers these itself, so they are not in the requests counter):
+    /// `header_too_large` (431; 414 for a URI over 64 KiB), `malformed_request`
+    /// (400).
+    pub fn rejected(&self, reason: &str) {
+        self.rejected.add(&[reason], 1);
+    }
+
+    /// A response stream that ended in an error after its status was sent
+    /// (and counted): `idle` (the proxy cut an upstream that went silent),
+    /// `upstream_error` (the upstream's stream broke: reset, truncated).
+    pub fn stream_cut(&self, reason: &str) {
+        self.stream_cuts.add(&[reason], 1);
+    }
+
     /// A hot reload attempt: `ok` or `rejected`.
     pub fn reload(&self, result: &str) {
         self.reloads.add(&[result], 1);
@@ -169,7 +186,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &[&str], &Counter); 6] = [
+        let counters: [(&str, &str, &[&str], &Counter); 8] = [
             (
                 "rescue_requests_total",
                 "Requests answered, by route and status.",
@@ -205,6 +222,18 @@ impl Metrics {
                 "Hot reloads of the knowledge base and plugin.",
                 &["result"],
                 &self.reloads,
+            ),
+            (
+                "rescue_requests_rejected_total",
+                "Requests the HTTP layer refused before routing (not in rescue_requests_total), by reason.",
+                &["reason"],
+                &self.rejected,
+            ),
+            (
+                "rescue_upstream_stream_cuts_total",
+                "Response streams that ended in an error after the status was sent, by reason.",
+                &["reason"],
+                &self.stream_cuts,
             ),
         ];
         for (name, help, names, counter) in counters {
@@ -305,6 +334,21 @@ mod tests {
         ));
         assert!(text.contains("rescue_added_latency_seconds_count{route=\"chat_completions\"} 2"));
         assert!(text.contains("# TYPE rescue_plugin_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn rejections_and_stream_cuts_are_counted_by_reason() {
+        let m = Metrics::default();
+        m.rejected("header_too_large");
+        m.rejected("header_too_large");
+        m.stream_cut("idle");
+        let text = m.render();
+        assert!(
+            text.contains("rescue_requests_rejected_total{reason=\"header_too_large\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("rescue_upstream_stream_cuts_total{reason=\"idle\"} 1"));
+        assert!(text.contains("# TYPE rescue_upstream_stream_cuts_total counter"));
     }
 
     #[test]

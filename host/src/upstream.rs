@@ -144,8 +144,28 @@ impl Upstream {
     }
 }
 
-/// A response body that fails if no frame arrives within `idle` of the last:
-/// a stalled upstream must not hold a client (and a connection slot) forever.
+/// The error a response body ends with when [`IdleTimeout`] cuts it; the
+/// server tells it apart from the upstream's own errors to count it.
+#[derive(Debug)]
+pub struct IdleCut {
+    pub idle: Duration,
+}
+
+impl std::fmt::Display for IdleCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "upstream sent nothing for {} ms; stream cut",
+            self.idle.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for IdleCut {}
+
+/// A response body that fails (with [`IdleCut`]) if no frame arrives within
+/// `idle` of the last: a stalled upstream must not hold a client (and a
+/// connection slot) forever.
 pub struct IdleTimeout {
     inner: ProxyBody,
     idle: Duration,
@@ -183,11 +203,7 @@ impl hyper::body::Body for IdleTimeout {
                         idle_ms = this.idle.as_millis() as u64,
                         "upstream stream went silent; cut"
                     );
-                    Poll::Ready(Some(Err(format!(
-                        "upstream sent nothing for {} ms; stream cut",
-                        this.idle.as_millis()
-                    )
-                    .into())))
+                    Poll::Ready(Some(Err(IdleCut { idle: this.idle }.into())))
                 }
                 Poll::Pending => Poll::Pending,
             },

@@ -32,6 +32,36 @@ async fn raw_upstream(reply: &'static [u8]) -> String {
     format!("http://{addr}/v1")
 }
 
+/// The value of one series of the proxy's `/metrics` (0 when absent), e.g.
+/// `rescue_upstream_stream_cuts_total{reason="idle"}`.
+async fn metric(proxy: &Proxy, series: &str) -> u64 {
+    let scrape = call(
+        proxy.addr,
+        Request::get("/metrics")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    String::from_utf8_lossy(&scrape.body)
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+/// Waits (a little) for a series to reach `expected`: a connection's end is
+/// accounted for by its own task, just after the client got its answer.
+async fn wait_for_metric(proxy: &Proxy, series: &str, expected: u64) {
+    let mut value = 0;
+    for _ in 0..100 {
+        value = metric(proxy, series).await;
+        if value == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{series} is {value}, expected {expected}");
+}
+
 #[tokio::test]
 async fn over_the_concurrency_limit_requests_get_503_with_retry_after() {
     let (mock, chunks) = MockUpstream::streaming().await;
@@ -99,6 +129,14 @@ async fn oversized_headers_are_refused() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 431);
     assert!(mock.received().is_empty());
+    // hyper answers before the proxy's handler runs: counted apart, and logged.
+    wait_for_metric(
+        &proxy,
+        "rescue_requests_rejected_total{reason=\"header_too_large\"}",
+        1,
+    )
+    .await;
+    assert!(proxy.wait_for_log("request refused by the HTTP layer"));
     assert_eq!(
         call(
             proxy.addr,
@@ -110,6 +148,31 @@ async fn oversized_headers_are_refused() {
         .status,
         200
     );
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_a_400_from_hyper_and_counted() {
+    let mock = MockUpstream::json(json!({})).await;
+    let proxy = Proxy::start(&mock.base_url(), "");
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/models HTTP/1.1\r\nbad header\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(mock.received().is_empty());
+    wait_for_metric(
+        &proxy,
+        "rescue_requests_rejected_total{reason=\"malformed_request\"}",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -134,6 +197,20 @@ async fn a_stalled_stream_is_cut_after_the_idle_timeout() {
         matches!(next, Some(Err(_))),
         "the client must see an error, not a clean end: {next:?}"
     );
+    wait_for_metric(
+        &proxy,
+        "rescue_upstream_stream_cuts_total{reason=\"idle\"}",
+        1,
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &proxy,
+            "rescue_upstream_stream_cuts_total{reason=\"upstream_error\"}"
+        )
+        .await,
+        0
+    );
     drop(chunks);
 }
 
@@ -153,6 +230,12 @@ async fn an_upstream_reset_mid_stream_reaches_the_client_as_an_error() {
         collected.is_err(),
         "a truncated upstream stream must not look complete"
     );
+    wait_for_metric(
+        &proxy,
+        "rescue_upstream_stream_cuts_total{reason=\"upstream_error\"}",
+        1,
+    )
+    .await;
     // And the proxy keeps serving.
     let again = call(proxy.addr, post("/v1/chat/completions", "{")).await;
     assert_eq!(again.status, 400);

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::policy::{self, Decision, RequestContext};
 use crate::protocol::{self, Route, Unit};
 use crate::runtime::{PluginRuntime, RetrievalParams};
-use crate::upstream::{ProxyBody, Upstream, Upstreams, strip_hop_by_hop};
+use crate::upstream::{IdleCut, ProxyBody, Upstream, Upstreams, strip_hop_by_hop};
 
 pub const HEADER_AUGMENTED: &str = "x-rescue-augmented";
 pub const HEADER_CWES: &str = "x-rescue-cwes";
@@ -118,13 +118,14 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = Arc::clone(&state);
-                let service = service_fn(move |request| handle(Arc::clone(&state), peer, request));
+                let service_state = Arc::clone(&state);
+                let service = service_fn(move |request| handle(Arc::clone(&service_state), peer, request));
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
+                let state = Arc::clone(&state);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
-                        tracing::debug!(%peer, "connection ended: {error}");
+                        connection_error(&state, peer, &*error);
                     }
                 });
             }
@@ -139,6 +140,34 @@ pub async fn serve(
     {
         tracing::warn!("drain timeout: closing remaining connections");
     }
+}
+
+/// Accounts for a connection that ended in an error. An HTTP/1 request that
+/// hyper cannot parse (headers over `server.max_header_bytes` or too many of
+/// them, a malformed request line or header) is answered by hyper itself
+/// (431, 414 or 400) and never reaches [`handle`]; its parse error ends the
+/// connection, so this is where such requests are counted and logged.
+/// HTTP/2 gives no such hook: the h2 crate answers an oversized header list
+/// with 431 and resets the stream without telling hyper.
+fn connection_error(state: &AppState, peer: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if let Some(hyper_error) = current.downcast_ref::<hyper::Error>()
+            && hyper_error.is_parse()
+        {
+            let reason = if hyper_error.is_parse_too_large() {
+                "header_too_large"
+            } else {
+                "malformed_request"
+            };
+            state.metrics.rejected(reason);
+            // Never the request itself: only what hyper says was wrong with it.
+            tracing::info!(%peer, reason, "request refused by the HTTP layer: {hyper_error}");
+            return;
+        }
+        source = current.source();
+    }
+    tracing::debug!(%peer, "connection ended: {error}");
 }
 
 /// The outcome of the augmentation phase, reported in response headers,
@@ -210,7 +239,7 @@ async fn handle(
     let mut response = response.map(|body| {
         Held {
             inner: body,
-            _in_flight: in_flight,
+            in_flight,
         }
         .boxed()
     });
@@ -268,10 +297,11 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request's [`InFlight`] alive.
+/// A response body that keeps its request's [`InFlight`] alive, and counts
+/// a stream that breaks after its status was sent.
 struct Held {
     inner: ProxyBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl hyper::body::Body for Held {
@@ -282,7 +312,17 @@ impl hyper::body::Body for Held {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(error))) = &polled {
+            // Only upstream bodies can fail: the proxy's own are `Full`.
+            let reason = if error.is::<IdleCut>() {
+                "idle"
+            } else {
+                "upstream_error"
+            };
+            self.in_flight.state.metrics.stream_cut(reason);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
