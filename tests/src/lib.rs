@@ -434,6 +434,11 @@ pub async fn call(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
     }
 }
 
+/// A GET of `path` without a body.
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::new(Bytes::new())).unwrap()
+}
+
 /// A POST with a raw body to `path`.
 pub fn post(path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
     Request::post(path)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use rescue_tests::{MockUpstream, Proxy, call, post, send};
+use rescue_tests::{MockUpstream, Proxy, call, get, post, send};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,13 +35,7 @@ async fn raw_upstream(reply: &'static [u8]) -> String {
 /// The value of one series of the proxy's `/metrics` (0 when absent), e.g.
 /// `rescue_upstream_stream_cuts_total{reason="idle"}`.
 async fn metric(proxy: &Proxy, series: &str) -> u64 {
-    let scrape = call(
-        proxy.addr,
-        Request::get("/metrics")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let scrape = call(proxy.addr, get("/metrics")).await;
     String::from_utf8_lossy(&scrape.body)
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -77,13 +71,7 @@ async fn over_the_concurrency_limit_requests_get_503_with_retry_after() {
     let anthropic = call(proxy.addr, post("/v1/messages", chat(false))).await;
     assert_eq!(anthropic.json()["error"]["type"], "overloaded_error");
     // Health checks are not requests to the API: they still answer.
-    let health = call(
-        proxy.addr,
-        Request::get("/healthz")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let health = call(proxy.addr, get("/healthz")).await;
     assert_eq!(health.status, 200);
 
     chunks
@@ -137,17 +125,7 @@ async fn oversized_headers_are_refused() {
     )
     .await;
     assert!(proxy.wait_for_log("request refused by the HTTP layer"));
-    assert_eq!(
-        call(
-            proxy.addr,
-            Request::get("/v1/models")
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(call(proxy.addr, get("/v1/models")).await.status, 200);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use rescue_tests::{MockUpstream, Proxy, call, post, repo_root};
+use rescue_tests::{MockUpstream, Proxy, call, get, post, repo_root};
 use serde_json::json;
 
 const SQL_TASK: &str = "Write a Python function that builds an SQL query from a user-supplied name";
@@ -19,10 +19,6 @@ fn completion() -> serde_json::Value {
 
 fn chat(task: &str) -> String {
     json!({"model": "gpt-test", "messages": [{"role": "user", "content": task}]}).to_string()
-}
-
-fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path).body(Full::new(Bytes::new())).unwrap()
 }
 
 fn with_headers(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use rescue_tests::{MockUpstream, Proxy, Reply, call, post, send};
+use rescue_tests::{MockUpstream, Proxy, Reply, call, get, post, send};
 use serde_json::json;
 
 const SQL_TASK: &str = "Write a Python function that builds an SQL query from a user-supplied name";
@@ -304,13 +304,7 @@ async fn upstream_down_is_a_502() {
     let proxy = Proxy::start(&format!("http://127.0.0.1:{port}/v1"), "");
     let answer = call(proxy.addr, post("/v1/chat/completions", chat_body("hello"))).await;
     assert_openai_error(&answer, 502, "upstream_unavailable");
-    let answer = call(
-        proxy.addr,
-        Request::get("/v1/models")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let answer = call(proxy.addr, get("/v1/models")).await;
     assert_openai_error(&answer, 502, "upstream_unavailable");
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use rescue_tests::{MockUpstream, Proxy, call, post, send};
+use rescue_tests::{MockUpstream, Proxy, call, get, post, send};
 use serde_json::json;
 
 fn chat(model: &str, task: &str) -> String {
@@ -35,13 +35,7 @@ async fn requests_go_to_the_upstream_whose_models_match() {
         post("/v1/chat/completions", chat("gpt-4o", "hello")),
     )
     .await;
-    let models = call(
-        proxy.addr,
-        Request::get("/v1/models")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let models = call(proxy.addr, get("/v1/models")).await;
 
     assert_eq!(a.json()["from"], "local");
     assert_eq!(b.json()["from"], "cloud");
@@ -84,13 +78,7 @@ async fn base_urls_with_a_path_prefix_work() {
         post("/v1/chat/completions?x=1", chat("m", "hello")),
     )
     .await;
-    call(
-        proxy.addr,
-        Request::get("/v1/models")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    call(proxy.addr, get("/v1/models")).await;
     let paths: Vec<String> = mock
         .received()
         .into_iter()
