@@ -45,4 +45,13 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl Error {
+    /// For `map_err`: an I/O error about `path` (a file, or what was being
+    /// set up when it failed).
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -69,10 +69,7 @@ pub fn run(options: &Options) -> Result<Report> {
     let in_process = inproc::measure(&options.kb, options.in_process_iterations)?;
 
     let mock = MockUpstream::start(options.mock)?;
-    let log_dir = tempfile::tempdir().map_err(|source| Error::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let log_dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
     let proxy = Proxy::start(
         &ProxyCommand {
             bin: options.proxy_bin.clone(),
@@ -95,10 +92,7 @@ pub fn run(options: &Options) -> Result<Report> {
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| Error::Io {
-            path: "load generator runtime".into(),
-            source,
-        })?;
+        .map_err(Error::io("load generator runtime"))?;
 
     // One request of each kind first, so a broken set-up fails in a second
     // rather than after minutes of errors.

@@ -104,10 +104,7 @@ fn main_result() -> Result<()> {
     println!("{}", report.markdown());
     if let Some(path) = &cli.json {
         let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(path, text).map_err(Error::io(path))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

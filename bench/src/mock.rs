@@ -71,20 +71,13 @@ impl MockUpstream {
     /// Starts the mock on 127.0.0.1 (a free port) on a thread of its own.
     pub fn start(config: MockConfig) -> Result<MockUpstream> {
         let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-                path: "127.0.0.1:0".into(),
-                source,
-            })?;
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("127.0.0.1:0"))?;
         std_listener
             .set_nonblocking(true)
-            .map_err(|source| Error::Io {
-                path: "mock listener".into(),
-                source,
-            })?;
-        let addr = std_listener.local_addr().map_err(|source| Error::Io {
-            path: "mock listener".into(),
-            source,
-        })?;
+            .map_err(Error::io("mock listener"))?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(Error::io("mock listener"))?;
         let served = Arc::new(AtomicU64::new(0));
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -101,10 +94,7 @@ impl MockUpstream {
                     .expect("building the mock runtime");
                 runtime.block_on(serve(std_listener, config, counter, shutdown_rx));
             })
-            .map_err(|source| Error::Io {
-                path: "mock thread".into(),
-                source,
-            })?;
+            .map_err(Error::io("mock thread"))?;
         let tid = tid_rx
             .recv()
             .map_err(|_| Error::Http("the mock thread did not start".into()))?;

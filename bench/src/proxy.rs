@@ -46,10 +46,7 @@ impl Proxy {
             });
         }
         let log_path = log_dir.join("rescue-proxy.log");
-        let log = std::fs::File::create(&log_path).map_err(|source| Error::Io {
-            path: log_path.clone(),
-            source,
-        })?;
+        let log = std::fs::File::create(&log_path).map_err(Error::io(&log_path))?;
         let mut cmd = Command::new(&command.bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -80,10 +77,7 @@ impl Proxy {
                 cmd.env_remove("RESCUE_LOG");
             }
         }
-        let mut child = cmd.spawn().map_err(|source| Error::Io {
-            path: command.bin.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(Error::io(&command.bin))?;
         let stdout = child.stdout.take().ok_or_else(|| Error::ProxyStart {
             message: "no stdout pipe".into(),
         })?;
@@ -99,10 +93,7 @@ impl Proxy {
                     }
                 }
             })
-            .map_err(|source| Error::Io {
-                path: "stdout reader thread".into(),
-                source,
-            })?;
+            .map_err(Error::io("stdout reader thread"))?;
         let started = Instant::now();
         let mut proxy = Proxy {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -27,4 +27,13 @@ pub enum Error {
     Proc { pid: u32, message: String },
 }
 
+impl Error {
+    /// For `map_err`: an I/O error about `path` (a file, or what was being
+    /// set up when it failed).
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -81,14 +81,8 @@ impl MockUpstream {
     pub async fn start() -> Result<MockUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|source| Error::Io {
-                path: "127.0.0.1:0".into(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| Error::Io {
-            path: "mock listener".into(),
-            source,
-        })?;
+            .map_err(Error::io("127.0.0.1:0"))?;
+        let addr = listener.local_addr().map_err(Error::io("mock listener"))?;
         let stats = Arc::new(MockStats::default());
         let shared = Arc::clone(&stats);
         tokio::spawn(async move {

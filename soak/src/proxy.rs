@@ -45,18 +45,14 @@ impl Proxy {
                 path: command.bin.clone(),
             });
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         let mut config = tempfile::Builder::new()
             .suffix(".toml")
             .tempfile()
-            .map_err(io(Path::new("soak config")))?;
+            .map_err(Error::io("soak config"))?;
         std::io::Write::write_all(config.as_file_mut(), command.config.as_bytes())
-            .map_err(io(config.path()))?;
+            .map_err(Error::io(config.path()))?;
         let log_path = log_dir.join("rescue-proxy.log");
-        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let log = std::fs::File::create(&log_path).map_err(Error::io(&log_path))?;
         let mut child = Command::new(&command.bin)
             .arg("serve")
             .arg("--config")
@@ -80,7 +76,7 @@ impl Proxy {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
-            .map_err(io(&command.bin))?;
+            .map_err(Error::io(&command.bin))?;
         let stdout = child
             .stdout
             .take()

@@ -85,10 +85,7 @@ pub fn run(options: &Options) -> Result<Summary> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|source| crate::error::Error::Io {
-            path: "tokio runtime".into(),
-            source,
-        })?;
+        .map_err(crate::error::Error::io("tokio runtime"))?;
     runtime.block_on(run_async(options))
 }
 
@@ -99,10 +96,7 @@ async fn run_async(options: &Options) -> Result<Summary> {
     let log_dir = tempfile::Builder::new()
         .prefix("rescue-soak-")
         .tempdir()
-        .map_err(|source| crate::error::Error::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?
+        .map_err(crate::error::Error::io(std::env::temp_dir()))?
         .keep();
     let command = ProxyCommand {
         bin: options.bin.clone(),
