@@ -1,0 +1,449 @@
+//! Static token embeddings: the semantic facet's text encoder.
+//!
+//! A text's embedding is the L2-normalised sum of the vectors of its BERT
+//! WordPiece tokens (model2vec's `StaticModel.encode`). The vectors were
+//! distilled once from all-MiniLM-L6-v2 (PCA to 256 dimensions, SIF token
+//! weights baked in, int8 with one scale per token; see
+//! `embeddings/m2v-minilm-256/README.md` and EVAL.md for why this model).
+//! Encoding a request costs microseconds and needs no network and no model
+//! runtime, which is what lets the proxy run the facet on every request.
+//!
+//! The tables ship inside kb.sqlite (`embedding_token`), so the encoder that
+//! embedded the CWE documents at build time is the one that embeds requests:
+//! a swapped knowledge base brings its own encoder.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+
+/// Dimensions of the shipped model.
+pub const DIM: usize = 256;
+/// Texts are cut to this many characters before tokenising (model2vec's
+/// 512 tokens times the median token length).
+const MAX_CHARS: usize = 3072;
+/// Token ids kept per text, before unknown tokens are dropped.
+const MAX_TOKENS: usize = 512;
+/// Longer words are unknown, as in BERT's WordPiece.
+const MAX_WORD_CHARS: usize = 100;
+const PAD_ID: u32 = 0;
+const UNK_ID: u32 = 1;
+/// Prefix of continuation pieces in the vocabulary.
+const CONTINUATION: &str = "##";
+
+/// Why an embedding model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("embedding model: {0}")]
+    Invalid(String),
+}
+
+/// A static embedding model held in memory.
+#[derive(Debug, Clone)]
+pub struct Embedder {
+    /// Word-initial pieces: "query" -> id.
+    initial: HashMap<Box<str>, u32>,
+    /// Continuation pieces without their "##": "ing" -> id of "##ing".
+    continuation: HashMap<Box<str>, u32>,
+    /// Pieces by id, for writing the tables back out.
+    pieces: Vec<Box<str>>,
+    /// `pieces.len() * DIM` int8 components, row-major.
+    vectors: Vec<i8>,
+    /// One scale per token: component j of token i is vectors[i*DIM+j] * scales[i].
+    scales: Vec<f32>,
+}
+
+impl Embedder {
+    /// Builds a model from its pieces (id = position), int8 vectors and scales.
+    pub fn new(
+        pieces: Vec<String>,
+        vectors: Vec<i8>,
+        scales: Vec<f32>,
+    ) -> Result<Self, EmbedError> {
+        let n = pieces.len();
+        if n < 2 || pieces[PAD_ID as usize] != "[PAD]" || pieces[UNK_ID as usize] != "[UNK]" {
+            return Err(EmbedError::Invalid(
+                "the vocabulary must start with [PAD], [UNK]".into(),
+            ));
+        }
+        if vectors.len() != n * DIM || scales.len() != n {
+            return Err(EmbedError::Invalid(format!(
+                "{n} pieces need {} vector components and {n} scales, got {} and {}",
+                n * DIM,
+                vectors.len(),
+                scales.len()
+            )));
+        }
+        if scales.iter().any(|s| !s.is_finite()) {
+            return Err(EmbedError::Invalid("a scale is not finite".into()));
+        }
+        let mut initial = HashMap::with_capacity(n);
+        let mut continuation = HashMap::new();
+        for (id, piece) in pieces.iter().enumerate() {
+            let id =
+                u32::try_from(id).map_err(|_| EmbedError::Invalid("too many pieces".into()))?;
+            let (map, key) = match piece.strip_prefix(CONTINUATION) {
+                Some(rest) if !rest.is_empty() => (&mut continuation, rest),
+                _ => (&mut initial, piece.as_str()),
+            };
+            if map.insert(key.into(), id).is_some() {
+                return Err(EmbedError::Invalid(format!(
+                    "piece {piece:?} appears twice"
+                )));
+            }
+        }
+        Ok(Self {
+            initial,
+            continuation,
+            pieces: pieces.into_iter().map(String::into_boxed_str).collect(),
+            vectors,
+            scales,
+        })
+    }
+
+    /// Loads the exported files of a model directory: `vocab.txt` (one piece
+    /// per line, line number = id), `vectors.rowq.i8`, `scales.rowq.f32`
+    /// (little-endian).
+    pub fn from_dir(dir: &Path) -> Result<Self, EmbedError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| EmbedError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let vocab = String::from_utf8(read("vocab.txt")?)
+            .map_err(|_| EmbedError::Invalid("vocab.txt is not UTF-8".into()))?;
+        let pieces: Vec<String> = vocab.lines().map(str::to_owned).collect();
+        let vectors = read("vectors.rowq.i8")?
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let scales = read("scales.rowq.f32")?;
+        if !scales.len().is_multiple_of(4) {
+            return Err(EmbedError::Invalid(
+                "scales.rowq.f32 is not a whole number of f32".into(),
+            ));
+        }
+        let scales = scales
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Self::new(pieces, vectors, scales)
+    }
+
+    /// Number of pieces in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Piece `id`, its scale and its int8 components (for storing the model).
+    pub fn token(&self, id: usize) -> (&str, f32, &[i8]) {
+        (
+            &self.pieces[id],
+            self.scales[id],
+            &self.vectors[id * DIM..(id + 1) * DIM],
+        )
+    }
+
+    /// The token ids of `text` that carry a vector: truncated to MAX_CHARS
+    /// characters, the literal "[PAD]"/"[UNK]" matched before normalisation,
+    /// at most MAX_TOKENS ids, unknown words dropped.
+    pub fn token_ids(&self, text: &str) -> Vec<u32> {
+        let text = match text.char_indices().nth(MAX_CHARS) {
+            Some((cut, _)) => &text[..cut],
+            None => text,
+        };
+        let mut ids = Vec::new();
+        let mut rest = text;
+        loop {
+            let next_added = ["[PAD]", "[UNK]"]
+                .iter()
+                .zip([PAD_ID, UNK_ID])
+                .filter_map(|(literal, id)| rest.find(literal).map(|at| (at, literal.len(), id)))
+                .min_by_key(|(at, _, _)| *at);
+            let (plain, added) = match next_added {
+                Some((at, len, id)) => (&rest[..at], Some((at + len, id))),
+                None => (rest, None),
+            };
+            for word in pre_tokenize(&normalize(plain)) {
+                self.wordpiece(&word, &mut ids);
+            }
+            match added {
+                Some((end, id)) => {
+                    ids.push(id);
+                    rest = &rest[end..];
+                }
+                None => break,
+            }
+        }
+        ids.truncate(MAX_TOKENS);
+        ids.retain(|&id| id != UNK_ID);
+        ids
+    }
+
+    /// Greedy longest-match-first WordPiece; a word with any unmatched
+    /// position becomes one unknown token.
+    fn wordpiece(&self, word: &str, out: &mut Vec<u32>) {
+        let bounds: Vec<usize> = word
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain([word.len()])
+            .collect();
+        let chars = bounds.len() - 1;
+        if chars > MAX_WORD_CHARS {
+            out.push(UNK_ID);
+            return;
+        }
+        let first = out.len();
+        let mut start = 0;
+        while start < chars {
+            let map = if start == 0 {
+                &self.initial
+            } else {
+                &self.continuation
+            };
+            let found = (start + 1..=chars).rev().find_map(|end| {
+                map.get(&word[bounds[start]..bounds[end]])
+                    .map(|&id| (id, end))
+            });
+            match found {
+                Some((id, end)) => {
+                    out.push(id);
+                    start = end;
+                }
+                None => {
+                    out.truncate(first);
+                    out.push(UNK_ID);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The L2-normalised embedding of `text`, or all zeros when no token of
+    /// it is known (callers treat that as "no semantic signal").
+    pub fn embed(&self, text: &str) -> Vec<f32> {
+        let mut sum = [0f32; DIM];
+        for id in self.token_ids(text) {
+            let id = id as usize;
+            let scale = self.scales[id];
+            for (acc, &q) in sum.iter_mut().zip(&self.vectors[id * DIM..(id + 1) * DIM]) {
+                *acc += f32::from(q) * scale;
+            }
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            sum.iter_mut().for_each(|x| *x /= norm);
+        }
+        sum.to_vec()
+    }
+}
+
+/// Little-endian bytes of a vector, as stored in `cwe_vector.vector` and
+/// passed to the `vector_dot` SQL function.
+pub fn to_le_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Dot product of two little-endian f32 vectors given as bytes; `None` when
+/// the lengths differ or are not whole floats.
+pub fn dot_le_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
+    if a.len() != b.len() || !a.len().is_multiple_of(4) {
+        return None;
+    }
+    let sum: f32 = a
+        .chunks_exact(4)
+        .zip(b.chunks_exact(4))
+        .map(|(x, y)| {
+            f32::from_le_bytes([x[0], x[1], x[2], x[3]])
+                * f32::from_le_bytes([y[0], y[1], y[2], y[3]])
+        })
+        .sum();
+    Some(f64::from(sum))
+}
+
+/// BERT's normaliser: drop NUL, U+FFFD and other control/format characters
+/// (keeping tab and line breaks as spaces), space out CJK ideographs, strip
+/// accents (NFD, then drop non-spacing marks), lowercase.
+fn normalize(text: &str) -> String {
+    let mut cleaned = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\0' || c == '\u{FFFD}' {
+            continue;
+        }
+        if matches!(c, '\t' | '\n' | '\r') || (c.is_whitespace() && !is_other(c)) {
+            cleaned.push(' ');
+        } else if is_other(c) {
+            continue;
+        } else if is_cjk(c) {
+            cleaned.push(' ');
+            cleaned.push(c);
+            cleaned.push(' ');
+        } else {
+            cleaned.push(c);
+        }
+    }
+    if cleaned.is_ascii() {
+        cleaned.make_ascii_lowercase();
+        return cleaned;
+    }
+    cleaned
+        .nfd()
+        .filter(|c| c.general_category() != GeneralCategory::NonspacingMark)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// BERT's pre-tokeniser: split on whitespace; each punctuation character is
+/// a word of its own.
+fn pre_tokenize(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+        } else if is_punctuation(c) {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            words.push(c.to_string());
+        } else {
+            word.push(c);
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Unicode category C* (control, format, surrogate, private use, unassigned).
+fn is_other(c: char) -> bool {
+    c.general_category_group() == GeneralCategoryGroup::Other
+}
+
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || c.general_category_group() == GeneralCategoryGroup::Punctuation
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(u32::from(c),
+        0x4E00..=0x9FFF
+        | 0x3400..=0x4DBF
+        | 0x20000..=0x2A6DF
+        | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F
+        | 0x2B820..=0x2CEAF
+        | 0xF900..=0xFAFF
+        | 0x2F800..=0x2FA1F)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn shipped() -> &'static Embedder {
+        static MODEL: OnceLock<Embedder> = OnceLock::new();
+        MODEL.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/m2v-minilm-256");
+            Embedder::from_dir(&dir).expect("the shipped model loads")
+        })
+    }
+
+    /// Texts with the token ids and rowq embedding the Python reference
+    /// (embed.py, itself checked against model2vec) produced: accents, CJK,
+    /// control characters, literal [PAD]/[UNK], a 150-character word, emoji,
+    /// code, the empty text, and one longer than 512 tokens.
+    #[test]
+    fn matches_the_reference_implementation() {
+        let golden = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/m2v-minilm-256/golden.jsonl"),
+        )
+        .unwrap();
+        let model = shipped();
+        let mut checked = 0;
+        for line in golden.lines() {
+            let case: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = case["text"].as_str().unwrap();
+            let ids: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(model.token_ids(text), ids, "token ids of {text:?}");
+            let expected: Vec<f32> = case["rowq"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let got = model.embed(text);
+            if expected.iter().all(|x| *x == 0.0) {
+                assert!(
+                    got.iter().all(|x| *x == 0.0),
+                    "{text:?} should embed to zeros"
+                );
+            } else {
+                let cosine: f32 = got.iter().zip(&expected).map(|(a, b)| a * b).sum();
+                assert!(cosine > 0.99999, "cosine {cosine} for {text:?}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 16);
+    }
+
+    #[test]
+    fn related_texts_are_closer_than_unrelated_ones() {
+        let model = shipped();
+        let query = to_le_bytes(&model.embed("sql query built from user input"));
+        let injection =
+            to_le_bytes(&model.embed(
+                "SQL injection: improper neutralization of special elements in an SQL command",
+            ));
+        let recursion = to_le_bytes(&model.embed("sum the even fibonacci numbers below a limit"));
+        let near = dot_le_bytes(&query, &injection).unwrap();
+        let far = dot_le_bytes(&query, &recursion).unwrap();
+        assert!(near > far + 0.1, "near {near}, far {far}");
+    }
+
+    #[test]
+    fn unknown_words_and_empty_text_give_no_signal() {
+        let model = shipped();
+        assert!(model.embed("").iter().all(|x| *x == 0.0));
+        assert!(model.embed(&"x".repeat(150)).iter().all(|x| *x == 0.0));
+        let v = model.embed("password");
+        let norm: f32 = v.iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn dot_refuses_mismatched_vectors() {
+        assert_eq!(dot_le_bytes(&[0; 8], &[0; 4]), None);
+        assert_eq!(dot_le_bytes(&[0; 6], &[0; 6]), None);
+        let a = to_le_bytes(&[1.0, 2.0]);
+        assert_eq!(dot_le_bytes(&a, &a), Some(5.0));
+    }
+
+    #[test]
+    fn malformed_models_are_rejected() {
+        let pieces = || vec!["[PAD]".to_string(), "[UNK]".to_string(), "a".to_string()];
+        assert!(Embedder::new(pieces(), vec![0; 3 * DIM], vec![1.0; 3]).is_ok());
+        assert!(Embedder::new(pieces(), vec![0; 2 * DIM], vec![1.0; 3]).is_err());
+        assert!(Embedder::new(pieces(), vec![0; 3 * DIM], vec![f32::NAN, 1.0, 1.0]).is_err());
+        let mut duplicate = pieces();
+        duplicate.push("a".into());
+        assert!(Embedder::new(duplicate, vec![0; 4 * DIM], vec![1.0; 4]).is_err());
+    }
+}
