@@ -15,8 +15,10 @@ fn main() {
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("rescue_plugin.wasm");
     println!("cargo:rerun-if-env-changed=RESCUE_PLUGIN_WASM");
+    // Every file by name: a watched directory was seen to miss edits of
+    // the files inside it, which embedded a stale plugin.
     for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        watch(&root.join(watched));
     }
 
     if let Some(prebuilt) = std::env::var_os("RESCUE_PLUGIN_WASM") {
@@ -47,6 +49,18 @@ fn main() {
         .join("release")
         .join("rescue_plugin.wasm");
     std::fs::copy(&built, &out).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+}
+
+/// Asks cargo to rerun this script when `path`, or any file under it, changes.
+fn watch(path: &Path) {
+    println!("cargo:rerun-if-changed={}", path.display());
+    if let Ok(entries) = std::fs::read_dir(path) {
+        let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for entry in entries {
+            watch(&entry);
+        }
+    }
 }
 
 /// The outer build's environment describes the host build (its target, flags,

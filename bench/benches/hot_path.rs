@@ -62,7 +62,13 @@ fn plugin(c: &mut Criterion) {
         })
     });
     let sql = inproc::facets(SQL_TASK);
-    assert!(runtime.augment_blocking(&sql, &params).unwrap().is_some());
+    assert!(
+        runtime
+            .augment_blocking(&sql, &params)
+            .unwrap()
+            .augmentation
+            .is_some()
+    );
     group.bench_function("instantiate+augment_sql_task", |b| {
         b.iter(|| runtime.augment_blocking(black_box(&sql), &params).unwrap())
     });
@@ -112,19 +118,24 @@ fn kb_queries(c: &mut Criterion) {
         },
     );
     let search = plugin_sql::search_sql();
+    let semantic = plugin_sql::semantic_sql();
     let example = plugin_sql::example_sql();
-    let fts = rescue_plugin::text::fts_any(&rescue_plugin::text::terms(SQL_TASK));
-    // ?1 FTS query, ?2 language, ?3 candidates; any later parameter is a
-    // filter (CWE scope, ...) that '' switches off.
-    let search_params: Vec<SqlValue> = (1..=plugin_sql::parameter_count(&search).max(3))
-        .map(|i| match i {
-            1 => SqlValue::Text(fts.clone()),
-            2 => SqlValue::Text("python".into()),
-            3 => SqlValue::Integer(20),
-            _ => SqlValue::Text(String::new()),
-        })
-        .collect();
+    let terms = rescue_plugin::text::terms(SQL_TASK);
+    let fts = rescue_plugin::text::fts_any(&terms);
+    // ?1 the query, ?2 language, ?3 CWE scope ('' = all).
+    let search_params = [
+        SqlValue::Text(fts.clone()),
+        SqlValue::Text("python".into()),
+        SqlValue::Text(String::new()),
+    ];
     assert!(!kb.query(&search, &search_params).unwrap().is_empty());
+    let vector: Vec<u8> = rescue_host::embed::to_le_bytes(&kb.embed(&terms.join(" ")));
+    let semantic_params = [
+        SqlValue::Blob(vector.clone()),
+        SqlValue::Text("python".into()),
+        SqlValue::Text(String::new()),
+    ];
+    assert!(!kb.query(&semantic, &semantic_params).unwrap().is_empty());
     let mut group = c.benchmark_group("kb");
     group.bench_function("cwe_search_bm25", |b| {
         b.iter(|| {
@@ -132,20 +143,21 @@ fn kb_queries(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    // The same statement with the limit written as a literal. SQLite (3.50,
-    // computeLimitRegisters) reads a bound LIMIT's value while planning and
-    // marks the statement to be re-prepared whenever that parameter is bound
-    // again, so `LIMIT ?3` is parsed and planned anew on every execution.
-    let literal = search.replace("LIMIT ?3", "LIMIT 20");
-    if literal != search {
-        group.bench_function("cwe_search_bm25_literal_limit", |b| {
-            b.iter(|| {
-                kb.query(black_box(&literal), black_box(&search_params))
-                    .unwrap()
-            })
-        });
-    }
-    let example_params = [SqlValue::Integer(89), SqlValue::Text("python".into())];
+    group.bench_function("cwe_search_semantic", |b| {
+        b.iter(|| {
+            kb.query(black_box(&semantic), black_box(&semantic_params))
+                .unwrap()
+        })
+    });
+    group.bench_function("embed_query_terms", |b| {
+        let text = terms.join(" ");
+        b.iter(|| kb.embed(black_box(&text)))
+    });
+    let example_params = [
+        SqlValue::Integer(89),
+        SqlValue::Text("python".into()),
+        SqlValue::Blob(vector),
+    ];
     group.bench_function("secure_example", |b| {
         b.iter(|| {
             kb.query(black_box(&example), black_box(&example_params))
@@ -176,6 +188,7 @@ fn body_rewriting(c: &mut Criterion) {
     let knowledge = runtime
         .augment_blocking(&inproc::facets(SQL_TASK), &params)
         .unwrap()
+        .augmentation
         .expect("augmented")
         .text;
     let body = chat_body(SQL_TASK);
@@ -202,7 +215,11 @@ fn body_rewriting(c: &mut Criterion) {
             let json: serde_json::Value = serde_json::from_str(black_box(&body)).unwrap();
             let facets: RequestFacets = openai::chat_facets(&json).unwrap();
             assert!(policy::should_augment(AugmentPolicy::Detect, &facets));
-            let a = runtime.augment_blocking(&facets, &params).unwrap().unwrap();
+            let a = runtime
+                .augment_blocking(&facets, &params)
+                .unwrap()
+                .augmentation
+                .unwrap();
             openai::apply_chat(&body, &a.text, Placement::System).unwrap()
         })
     });

@@ -66,13 +66,8 @@ pub fn runtime(kb: &Path) -> Result<PluginRuntime> {
 }
 
 pub fn default_params() -> RetrievalParams {
-    let a = Config::default().augment;
-    RetrievalParams {
-        top_k: a.top_k,
-        min_score: a.min_score,
-        max_chars: a.max_chars,
-        cwe_scope: vec![],
-    }
+    let r = Config::default().retrieval;
+    RetrievalParams::from_config(&r, r.mode, r.top_k, vec![])
 }
 
 pub fn facets(task: &str) -> RequestFacets {

@@ -4,13 +4,19 @@
 
 const RETRIEVE_RS: &str = include_str!("../../plugin/src/retrieve.rs");
 
-/// The CWE search (BM25 over `cwe_fts`); parameters: FTS query, language,
-/// limit, then filters for which '' means "no filter".
+/// The lexical facet (BM25 over `cwe_fts`); parameters: FTS query,
+/// language, CWE scope ('' = no filter).
 pub fn search_sql() -> String {
-    string_const(RETRIEVE_RS, "SEARCH_SQL").expect("SEARCH_SQL in plugin/src/retrieve.rs")
+    string_const(RETRIEVE_RS, "LEXICAL_SQL").expect("LEXICAL_SQL in plugin/src/retrieve.rs")
 }
 
-/// The secure-example lookup; parameters: CWE id, language.
+/// The semantic facet (`vector_dot` over `cwe_vector`); parameters: query
+/// vector (f32 little-endian blob), language, CWE scope.
+pub fn semantic_sql() -> String {
+    string_const(RETRIEVE_RS, "SEMANTIC_SQL").expect("SEMANTIC_SQL in plugin/src/retrieve.rs")
+}
+
+/// The secure-example lookup; parameters: CWE id, language, query vector.
 pub fn example_sql() -> String {
     string_const(RETRIEVE_RS, "EXAMPLE_SQL").expect("EXAMPLE_SQL in plugin/src/retrieve.rs")
 }
@@ -81,7 +87,10 @@ mod tests {
         assert!(search.starts_with("SELECT c.id"), "{search}");
         assert!(search.contains("cwe_fts MATCH ?1"), "{search}");
         assert!(search.contains("LIMIT"), "{search}");
-        assert!(parameter_count(&search) >= 3, "{search}");
+        assert_eq!(parameter_count(&search), 3, "{search}");
+        assert!(semantic_sql().contains("vector_dot(v.vector, ?1)"));
+        assert_eq!(parameter_count(&semantic_sql()), 3);
         assert!(example_sql().contains("FROM example"));
+        assert_eq!(parameter_count(&example_sql()), 3);
     }
 }

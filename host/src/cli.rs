@@ -81,6 +81,9 @@ pub enum KbCommand {
         /// Folder with the raw sources (cwe/, safecoder/, sven/, codeshield-rules/).
         #[arg(long, default_value = "../shared/data/kb-sources")]
         sources: PathBuf,
+        /// Folder with the static embedding model copied into the KB.
+        #[arg(long, default_value = crate::kb::DEFAULT_EMBEDDINGS)]
+        embeddings: PathBuf,
         /// Where to write the knowledge base.
         #[arg(long, default_value = "kb.sqlite")]
         out: PathBuf,
@@ -146,6 +149,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => run_serve(args),
         Command::Kb(KbCommand::Build {
             sources,
+            embeddings,
             out,
             llm_base_url,
             llm_model,
@@ -174,6 +178,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 out: out.clone(),
                 summarizer,
                 progress: !no_progress,
+                embeddings,
             })?;
             println!(
                 "built {}: {} CWEs ({} in scope), {} examples ({} sliced pairs, {:.1} -> {:.1} lines), \
@@ -379,16 +384,36 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// One CWE of `rescue retrieve`'s output, with each facet's score and rank.
+fn hit_json(hit: &crate::runtime::CweHit) -> serde_json::Value {
+    let facet = |f: &Option<crate::runtime::FacetScore>| {
+        f.map(|f| serde_json::json!({"score": f.score, "rank": f.rank}))
+    };
+    serde_json::json!({
+        "id": hit.id,
+        "name": hit.name,
+        "score": hit.score,
+        "lexical": facet(&hit.lexical),
+        "semantic": facet(&hit.semantic),
+        "via": hit.via,
+    })
+}
+
 fn run_retrieve(args: RetrieveArgs) -> Result<()> {
     init_logging(LogFormat::Text);
     let config = load_config(&args.common)?;
     let runtime = crate::reload::load_runtime(&config)?;
-    let params = RetrievalParams {
-        top_k: config.augment.top_k,
-        min_score: config.augment.min_score,
-        max_chars: config.augment.max_chars,
-        cwe_scope: vec![],
-    };
+    if config.retrieval.mode == crate::config::RetrievalMode::Full {
+        tracing::warn!(
+            "retrieval.mode is full, but `rescue retrieve` has no client credentials to call the upstream with: retrieving in fast mode"
+        );
+    }
+    let params = RetrievalParams::from_config(
+        &config.retrieval,
+        crate::config::RetrievalMode::Fast,
+        config.retrieval.top_k,
+        vec![],
+    );
     let prompts: Vec<(serde_json::Value, String, Option<String>)> =
         match (&args.prompt, &args.input) {
             (Some(prompt), _) => vec![(serde_json::Value::Null, prompt.clone(), None)],
@@ -438,19 +463,23 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
             facets.language = Some(lang);
         }
         let gated = crate::policy::should_augment(config.augment.policy, &facets);
-        let result = if gated {
-            runtime.augment_blocking(&facets, &params)
-        } else {
-            Ok(None)
-        };
+        let result = runtime.augment_blocking(&facets, &params);
         let line = match result {
-            Ok(Some(a)) => serde_json::json!({
-                "id": id, "augmented": true,
-                "cwes": a.cwes.iter().map(|c| serde_json::json!({"id": c.id, "name": c.name, "score": c.score})).collect::<Vec<_>>(),
-                "example": a.example_id, "text": a.text,
-            }),
-            Ok(None) => {
-                serde_json::json!({"id": id, "augmented": false, "gated": gated, "cwes": []})
+            Ok(retrieval) => {
+                let candidates: Vec<serde_json::Value> =
+                    retrieval.candidates.iter().map(hit_json).collect();
+                match retrieval.augmentation.filter(|_| gated) {
+                    Some(a) => serde_json::json!({
+                        "id": id, "augmented": true,
+                        "cwes": a.cwes.iter().map(hit_json).collect::<Vec<_>>(),
+                        "example": a.example_id, "text": a.text,
+                        "candidates": candidates,
+                    }),
+                    None => serde_json::json!({
+                        "id": id, "augmented": false, "gated": gated, "cwes": [],
+                        "candidates": candidates,
+                    }),
+                }
             }
             Err(e) => serde_json::json!({"id": id, "augmented": false, "error": e.to_string()}),
         };

@@ -20,7 +20,8 @@ pub struct Config {
     pub kb: KbConfig,
     pub plugin: PluginConfig,
     pub augment: AugmentConfig,
-    /// Rules that override `[augment]` per client key, team, route and model;
+    pub retrieval: RetrievalConfig,
+    /// Rules that override `[augment]` and `[retrieval]` per client key, team, route and model;
     /// the first rule that matches a request decides (see `policy`).
     pub policies: Vec<PolicyRule>,
 }
@@ -282,13 +283,6 @@ pub struct AugmentConfig {
     pub policy: AugmentPolicy,
     pub on_plugin_failure: FailurePolicy,
     pub placement: Placement,
-    /// Most CWEs whose guidelines are injected.
-    pub top_k: u32,
-    /// Minimum retrieval score for a CWE to count: column-weighted BM25 (FTS5)
-    /// divided by the square root of the number of query terms.
-    pub min_score: f64,
-    /// Upper bound on the injected text, in characters.
-    pub max_chars: u32,
     /// Whether a client may skip augmentation with `x-rescue-opt-out: true`.
     pub allow_opt_out: bool,
 }
@@ -299,13 +293,97 @@ impl Default for AugmentConfig {
             policy: AugmentPolicy::Detect,
             on_plugin_failure: FailurePolicy::Open,
             placement: Placement::System,
-            top_k: 4,
-            min_score: 3.2,
-            max_chars: 6_000,
             allow_opt_out: false,
         }
     }
 }
+
+/// How much work retrieval does per request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrievalMode {
+    /// Facets from the request alone: no extra upstream call.
+    Fast,
+    /// One extra upstream call per request first, for the vulnerability
+    /// causes of the task and a draft whose APIs join the lexical facet.
+    Full,
+}
+
+/// Every retrieval hyper-parameter, in one place. The defaults were chosen
+/// by measurement on the dev sets (EVAL.md, "Hyper-parameters").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalConfig {
+    pub mode: RetrievalMode,
+    /// Most CWEs whose guidelines are injected.
+    pub top_k: u32,
+    /// Lexical facet threshold: column-weighted BM25 (FTS5) divided by the
+    /// square root of the number of query terms.
+    pub lexical_threshold: f64,
+    /// Semantic facet threshold: cosine similarity of the static embeddings.
+    pub semantic_threshold: f64,
+    /// Reciprocal rank fusion constant: a facet adds weight / (rrf_k + rank).
+    pub rrf_k: u32,
+    /// Only a facet's first `rank_cut` candidates take part in the fusion.
+    pub rank_cut: u32,
+    pub lexical_weight: f64,
+    pub semantic_weight: f64,
+    /// Let an in-scope parent or child stand in for a semantic hit on a
+    /// weakness the knowledge base has no guideline for.
+    pub hierarchy_walk: bool,
+    /// Upper bound on the injected text, in characters.
+    pub max_chars: u32,
+    /// Full mode's call to the upstream.
+    pub full: FullModeConfig,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self {
+            mode: RetrievalMode::Fast,
+            top_k: 4,
+            lexical_threshold: 3.4,
+            semantic_threshold: 0.60,
+            rrf_k: 60,
+            rank_cut: 10,
+            lexical_weight: 1.0,
+            semantic_weight: 1.0,
+            hierarchy_walk: false,
+            max_chars: 6_000,
+            full: FullModeConfig::default(),
+        }
+    }
+}
+
+/// Bounds on full mode's extra upstream call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FullModeConfig {
+    /// Model asked for the causes and the draft; unset: the request's own.
+    pub model: Option<String>,
+    /// Time the call may take; past it, retrieval goes on in fast mode.
+    pub timeout_ms: u64,
+    /// Calls per second across all requests (a token bucket); past it,
+    /// requests are retrieved in fast mode.
+    pub max_calls_per_second: f64,
+    /// Calls the bucket lets through at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for FullModeConfig {
+    fn default() -> Self {
+        Self {
+            model: None,
+            timeout_ms: 15_000,
+            max_calls_per_second: 5.0,
+            burst: 10,
+        }
+    }
+}
+
+/// The smallest `max_chars` that holds the knowledge block's fixed frame
+/// (tags and preamble) and one shortened guideline.
+pub const MIN_MAX_CHARS: u32 = 512;
 
 /// One policy rule: matchers (all that are given must match; an empty list
 /// matches anything) and the decisions it makes (unset ones fall back to
@@ -332,6 +410,7 @@ pub struct PolicyRule {
 
     pub augment: Option<AugmentPolicy>,
     pub on_plugin_failure: Option<FailurePolicy>,
+    pub mode: Option<RetrievalMode>,
     pub top_k: Option<u32>,
     /// Only these CWEs may be injected ("CWE-89"); empty = all in the KB.
     #[serde(default)]
@@ -411,8 +490,36 @@ impl Config {
                 return bad(format!("upstreams[{i}].base_url is empty"));
             }
         }
-        if self.augment.top_k == 0 {
-            return bad("augment.top_k must be at least 1".into());
+        let r = &self.retrieval;
+        if r.top_k == 0 || r.rank_cut == 0 {
+            return bad("retrieval.top_k and retrieval.rank_cut must be at least 1".into());
+        }
+        if r.max_chars < MIN_MAX_CHARS {
+            return bad(format!(
+                "retrieval.max_chars must be at least {MIN_MAX_CHARS}: the knowledge block's frame alone takes about 250"
+            ));
+        }
+        for (name, value) in [
+            ("lexical_threshold", r.lexical_threshold),
+            ("semantic_threshold", r.semantic_threshold),
+            ("lexical_weight", r.lexical_weight),
+            ("semantic_weight", r.semantic_weight),
+        ] {
+            if !value.is_finite() {
+                return bad(format!("retrieval.{name} must be a finite number"));
+            }
+        }
+        if r.lexical_weight < 0.0 || r.semantic_weight < 0.0 {
+            return bad("retrieval weights must not be negative".into());
+        }
+        if r.full.timeout_ms == 0
+            || !(r.full.max_calls_per_second.is_finite() && r.full.max_calls_per_second > 0.0)
+            || r.full.burst == 0
+        {
+            return bad(
+                "retrieval.full: timeout_ms, max_calls_per_second and burst must be positive"
+                    .into(),
+            );
         }
         if self.plugin.fuel == 0 || self.plugin.timeout_ms == 0 {
             return bad("plugin.fuel and plugin.timeout_ms must be positive".into());
@@ -504,7 +611,14 @@ mod tests {
 
     #[test]
     fn values_are_checked() {
-        assert!(Config::from_toml("[augment]\ntop_k = 0\n", Path::new("x.toml")).is_err());
+        assert!(Config::from_toml("[retrieval]\ntop_k = 0\n", Path::new("x.toml")).is_err());
+        assert!(Config::from_toml("[retrieval]\nmax_chars = 100\n", Path::new("x.toml")).is_err());
+        assert!(Config::from_toml("[retrieval]\nrank_cut = 0\n", Path::new("x.toml")).is_err());
+        assert!(Config::from_toml("[retrieval.full]\nburst = 0\n", Path::new("x.toml")).is_err());
+        assert!(
+            Config::from_toml("[retrieval]\nsemantic_weight = -1.0\n", Path::new("x.toml"))
+                .is_err()
+        );
         assert!(
             Config::from_toml("[augment]\npolicy = \"sometimes\"\n", Path::new("x.toml")).is_err()
         );

@@ -127,31 +127,22 @@ pub fn retrieve(runtime: &PluginRuntime, config: &Config, task: &Task) -> Result
     if let Some(lang) = &task.lang {
         facets.language = Some(lang.clone());
     }
-    let params = RetrievalParams {
-        top_k: config.augment.top_k,
-        min_score: config.augment.min_score,
-        max_chars: config.augment.max_chars,
-        cwe_scope: vec![],
-    };
+    // Fast mode: evaluation must not call an upstream.
+    let params = RetrievalParams::from_config(
+        &config.retrieval,
+        crate::config::RetrievalMode::Fast,
+        config.retrieval.top_k,
+        vec![],
+    );
     let gated = crate::policy::should_augment(config.augment.policy, &facets);
-    let injected = if gated {
-        runtime
-            .augment_blocking(&facets, &params)?
-            .map(|a| a.cwes)
-            .unwrap_or_default()
-    } else {
-        Vec::new()
+    let retrieval = runtime.augment_blocking(&facets, &params)?;
+    let injected = match (gated, retrieval.augmentation) {
+        (true, Some(augmentation)) => augmentation.cwes,
+        _ => Vec::new(),
     };
-    let ranking_params = RetrievalParams {
-        top_k: 10,
-        min_score: f64::MIN,
-        max_chars: u32::MAX,
-        ..params
-    };
-    let ranking = runtime
-        .augment_blocking(&facets, &ranking_params)?
-        .map(|a| a.cwes)
-        .unwrap_or_default();
+    // The ranking is the fusion before thresholds, so Recall@10 measures the
+    // ranking itself, whatever the thresholds let through.
+    let ranking = retrieval.candidates;
     Ok(Outcome {
         ranking: ranking.iter().filter_map(|c| cwe_number(&c.id)).collect(),
         injected: injected.iter().filter_map(|c| cwe_number(&c.id)).collect(),

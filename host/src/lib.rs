@@ -7,6 +7,7 @@
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod facets;

@@ -86,6 +86,7 @@ pub struct Metrics {
     plugin_failures: Counter,
     failure_policy: Counter,
     reloads: Counter,
+    full_mode_calls: Counter,
     rejected: Counter,
     stream_cuts: Counter,
     plugin_seconds: Histogram,
@@ -134,6 +135,12 @@ impl Metrics {
     pub fn plugin_failure(&self, kind: &str, policy: &str) {
         self.plugin_failures.add(&[kind], 1);
         self.failure_policy.add(&[policy, kind], 1);
+    }
+
+    /// A full-mode call to the upstream: `ok`, `rate_limited`, `timeout`,
+    /// `failed` (the last three leave the request in fast mode).
+    pub fn full_mode_call(&self, outcome: &str) {
+        self.full_mode_calls.add(&[outcome], 1);
     }
 
     /// A request the HTTP layer refused before the proxy's handler saw it
@@ -186,7 +193,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &[&str], &Counter); 8] = [
+        let counters: [(&str, &str, &[&str], &Counter); 9] = [
             (
                 "rescue_requests_total",
                 "Requests answered, by route and status.",
@@ -222,6 +229,12 @@ impl Metrics {
                 "Hot reloads of the knowledge base and plugin.",
                 &["result"],
                 &self.reloads,
+            ),
+            (
+                "rescue_full_mode_calls_total",
+                "Full mode's calls to the upstream, by outcome (all but ok fall back to fast mode).",
+                &["outcome"],
+                &self.full_mode_calls,
             ),
             (
                 "rescue_requests_rejected_total",

@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{AugmentPolicy, Config, FailurePolicy, PolicyRule, glob_match};
+use crate::config::{AugmentPolicy, Config, FailurePolicy, PolicyRule, RetrievalMode, glob_match};
 use crate::runtime::RequestFacets;
 
 /// Who is calling and what they ask for: the inputs of the rules.
@@ -31,6 +31,7 @@ pub struct Decision {
     pub rule: Option<String>,
     pub augment: AugmentPolicy,
     pub on_plugin_failure: FailurePolicy,
+    pub mode: RetrievalMode,
     pub top_k: u32,
     /// CWE numbers that may be injected; empty = all.
     pub cwes: Vec<u32>,
@@ -87,14 +88,15 @@ fn matches(rule: &PolicyRule, ctx: &RequestContext<'_>) -> bool {
     key_ok && team_ok && route_ok && model_ok
 }
 
-/// Applies the first matching rule over the `[augment]` defaults.
+/// Applies the first matching rule over the `[augment]` and `[retrieval]` defaults.
 pub fn decide(config: &Config, ctx: &RequestContext<'_>) -> Decision {
     let defaults = &config.augment;
     let mut decision = Decision {
         rule: None,
         augment: defaults.policy,
         on_plugin_failure: defaults.on_plugin_failure,
-        top_k: defaults.top_k,
+        mode: config.retrieval.mode,
+        top_k: config.retrieval.top_k,
         cwes: Vec::new(),
         languages: Vec::new(),
         allow_opt_out: defaults.allow_opt_out,
@@ -112,6 +114,7 @@ pub fn decide(config: &Config, ctx: &RequestContext<'_>) -> Decision {
         });
         decision.augment = rule.augment.unwrap_or(decision.augment);
         decision.on_plugin_failure = rule.on_plugin_failure.unwrap_or(decision.on_plugin_failure);
+        decision.mode = rule.mode.unwrap_or(decision.mode);
         decision.top_k = rule.top_k.unwrap_or(decision.top_k);
         decision.cwes = rule.cwes.iter().filter_map(|c| parse_cwe(c)).collect();
         decision.languages = rule
@@ -321,7 +324,7 @@ allow_opt_out = true
             },
         );
         assert_eq!(not_local.rule, None, "route must match too");
-        assert_eq!(not_local.top_k, c.augment.top_k);
+        assert_eq!(not_local.top_k, c.retrieval.top_k);
     }
 
     #[test]

@@ -61,12 +61,13 @@ pub fn load_runtime(config: &Config) -> Result<Arc<PluginRuntime>> {
     };
     let runtime = PluginRuntime::new(&source, Arc::new(reader), limits)?;
     let probe = crate::facets::extract(PROBE_TASK, &[]);
-    let params = RetrievalParams {
-        top_k: config.augment.top_k,
-        min_score: config.augment.min_score,
-        max_chars: config.augment.max_chars,
-        cwe_scope: vec![],
-    };
+    // Fast mode: the probe must not call an upstream.
+    let params = RetrievalParams::from_config(
+        &config.retrieval,
+        crate::config::RetrievalMode::Fast,
+        config.retrieval.top_k,
+        vec![],
+    );
     match runtime.augment_blocking(&probe, &params) {
         Ok(_) => {}
         // Resource limits are request-time policy: a budget too tight for the

@@ -1,41 +1,97 @@
-//! CWE-level retrieval: which weaknesses does this task risk?
+//! RESCUE's hierarchical multi-faceted retrieval.
 //!
-//! The first retrieval stage of RESCUE, lexical facet only: the task words and
-//! the APIs called in any code of the conversation are matched with BM25
-//! (SQLite FTS5) against each in-scope CWE's name, description, guideline,
-//! cause and the task descriptions of its code pairs. The score is BM25 divided
-//! by the square root of the number of query terms. A CWE counts only above
-//! `min-score`; if none does, the request is not augmented, which is the common
-//! case for ordinary programming tasks.
+//! CWE level, two facets over the in-scope weaknesses:
+//! - lexical: BM25 (SQLite FTS5) of the task words and the APIs called in the
+//!   conversation's code against each CWE's name, description, guideline,
+//!   cause, the task descriptions of its code pairs and its API set, divided
+//!   by sqrt(#terms) so one threshold fits short and long requests;
+//! - semantic: cosine similarity between a static embedding of the same terms
+//!   and the embedding of each CWE's name, description, cause and guideline
+//!   (host `embed` import; the dot product runs inside the KB query).
+//!
+//! Each facet ranks its candidates; the paper's thresholded reciprocal rank
+//! fusion combines them: a CWE earns weight / (rrf-k + rank) from every facet
+//! where it ranks within rank-cut AND scores above that facet's threshold.
+//! The top-k CWEs with a positive score are injected; none means the request
+//! is not augmented, which is the common case for ordinary programming tasks.
+//! With the hierarchy walk on, a semantic hit on a weakness the KB holds no
+//! knowledge for hands its place to an in-scope direct parent or child.
+//!
+//! Code level: among the secure examples of the chosen CWEs in the request's
+//! language, the same fusion over three rankings (shared APIs and task
+//! words, semantic similarity of the example's task and cause, the rank of
+//! its CWE) picks the one example.
+//!
+//! Full mode first asks the upstream model (host `llm` import) for the
+//! vulnerability causes of the task and a zero-shot draft: the cause text joins
+//! the semantic query, the draft's API calls join the lexical one.
 
 use crate::bindings::rescue::plugin::kb::SqlValue;
 use crate::compose::{self, Knowledge, SecureExample};
 use crate::text;
-use crate::{Augmentation, Capabilities, CweHit, PluginError, RequestFacets, RetrievalParams};
+use crate::{
+    Augmentation, Capabilities, CweHit, FacetScore, Mode, PluginError, RequestFacets, Retrieval,
+    RetrievalParams,
+};
 
-// How many candidates the lexical search returns before thresholding is the
-// literal `LIMIT 20` in SEARCH_SQL: a bound LIMIT makes SQLite re-plan (and
-// so re-prepare) the statement on every run, defeating the statement cache.
+// Candidate counts are literal LIMITs: a bound LIMIT makes SQLite re-plan
+// (and so re-prepare) the statement on every run, defeating the cache.
 
-/// Column weights for bm25(cwe_fts, name, description, guideline, cause, tasks):
-/// the name is short and precise, so a hit there says the most; the pairs'
-/// task descriptions are phrased like requests.
-const SEARCH_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5, 1.0) AS score, c.guideline \
+/// Column weights for bm25(cwe_fts, name, description, guideline, cause,
+/// tasks, apis): the name is short and precise, so a hit there says the
+/// most; the pairs' task descriptions are phrased like requests.
+const LEXICAL_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5, 1.0) AS score \
      FROM cwe_fts JOIN cwe c ON c.id = cwe_fts.rowid \
      WHERE cwe_fts MATCH ?1 AND c.in_scope = 1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
        AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
      ORDER BY score DESC LIMIT 20";
 
+/// In-scope weaknesses by cosine similarity to the query vector (?1).
+const SEMANTIC_SQL: &str = "SELECT c.id, c.name, vector_dot(v.vector, ?1) AS similarity \
+     FROM cwe_vector v JOIN cwe c ON c.id = v.cwe \
+     WHERE c.in_scope = 1 \
+       AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
+       AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
+     ORDER BY similarity DESC LIMIT 20";
+
+/// Every weakness (in scope or not) by cosine similarity, for the hierarchy
+/// walk; `in_scope` says which ones the KB has knowledge for. Most of the
+/// catalog is out of scope, so it takes many rows to fill the rank cut.
+const SEMANTIC_ALL_SQL: &str = "SELECT c.id, c.name, vector_dot(v.vector, ?1) AS similarity, c.in_scope \
+     FROM cwe_vector v JOIN cwe c ON c.id = v.cwe \
+     WHERE (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
+     ORDER BY similarity DESC LIMIT 120";
+
+/// In-scope direct parents and children of ?1 (ChildOf, research view).
+const NEIGHBOURS_SQL: &str = "SELECT c.id, c.name FROM cwe_parent p \
+     JOIN cwe c ON c.id = CASE WHEN p.child = ?1 THEN p.parent ELSE p.child END \
+     WHERE (p.child = ?1 OR p.parent = ?1) AND c.in_scope = 1 \
+       AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
+       AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
+     ORDER BY c.id LIMIT 16";
+
+const GUIDELINE_SQL: &str = "SELECT guideline FROM cwe WHERE id = ?1";
+
 /// Candidate secure examples of one CWE in the request's language, shortest
-/// first (an index seek on example(cwe, language, length(code), id)); the
-/// plugin then ranks them.
-const EXAMPLE_SQL: &str = "SELECT id, language, code, apis, intro, lines_after FROM example \
-     WHERE cwe = ?1 AND language = ?2 ORDER BY length(code), id LIMIT 64";
+/// first (an index seek on example(cwe, language, length(code), id)), with
+/// their semantic similarity to the query vector (?3; NULL without one).
+const EXAMPLE_SQL: &str = "SELECT e.id, e.language, e.code, e.apis, e.intro, e.lines_after, \
+       CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
+     FROM example e WHERE e.cwe = ?1 AND e.language = ?2 ORDER BY length(e.code), e.id LIMIT 32";
 
 /// The same when the request's language is unknown: any language.
-const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT id, language, code, apis, intro, lines_after FROM example \
-     WHERE cwe = ?1 AND language <> '' ORDER BY length(code), id LIMIT 64";
+const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.id, e.language, e.code, e.apis, e.intro, e.lines_after, \
+       CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
+     FROM example e WHERE e.cwe = ?1 AND e.language <> '' AND ?2 = '' ORDER BY length(e.code), e.id LIMIT 32";
+
+/// The full-mode question to the upstream model.
+const FULL_MODE_PROMPT: &str = "You are a software security expert. For the programming task below, \
+first write one paragraph that starts with \"CAUSES:\" and names the security weaknesses (CWE ids where you know them) \
+a straightforward implementation would risk, and why. Then write a short draft implementation in one fenced code block. \
+Do not write anything else.\n\nTask:\n";
+/// Tokens the full-mode answer may take.
+const FULL_MODE_MAX_TOKENS: u32 = 700;
 
 /// Language names as the CWE catalog writes them (lowercased).
 fn catalog_language(language: &str) -> String {
@@ -58,12 +114,127 @@ fn scope_list(scope: &[u32]) -> String {
     format!(",{},", ids.join(","))
 }
 
+/// Little-endian bytes of a vector, the form `vector_dot` takes.
+fn vector_blob(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// One CWE's standing across the facets, while fusing.
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: i64,
+    name: String,
+    lexical: Option<FacetScore>,
+    semantic: Option<FacetScore>,
+    via: Option<String>,
+}
+
+impl Candidate {
+    /// Thresholded RRF when `thresholds` is set (what gets injected);
+    /// plain RRF over the rank cut otherwise (the ranking reported for eval).
+    fn fused(&self, params: &RetrievalParams, thresholded: bool) -> f64 {
+        let k = f64::from(params.rrf_k);
+        let term = |facet: &Option<FacetScore>, weight: f64, threshold: f64| match facet {
+            Some(f) if f.rank <= params.rank_cut && (!thresholded || f.score > threshold) => {
+                weight / (k + f64::from(f.rank))
+            }
+            _ => 0.0,
+        };
+        term(
+            &self.lexical,
+            params.lexical_weight,
+            params.lexical_threshold,
+        ) + term(
+            &self.semantic,
+            params.semantic_weight,
+            params.semantic_threshold,
+        )
+    }
+
+    fn hit(&self, score: f64) -> CweHit {
+        CweHit {
+            id: format!("CWE-{}", self.id),
+            name: self.name.clone(),
+            score,
+            lexical: self.lexical,
+            semantic: self.semantic,
+            via: self.via.clone(),
+        }
+    }
+}
+
+/// What full mode learned from the upstream model.
+#[derive(Debug, Default, PartialEq)]
+pub struct Insight {
+    /// The vulnerability-cause paragraph.
+    pub causes: String,
+    /// The draft implementation and its language tag, if any.
+    pub draft: Option<(Option<String>, String)>,
+}
+
+/// Splits the model's answer into the causes paragraph and the first fenced
+/// code block.
+pub fn parse_insight(answer: &str) -> Insight {
+    let mut causes = String::new();
+    let mut draft: Option<(Option<String>, String)> = None;
+    let mut in_fence: Option<(Option<String>, String)> = None;
+    for line in answer.lines() {
+        let trimmed = line.trim_start();
+        if let Some(info) = trimmed.strip_prefix("```") {
+            match in_fence.take() {
+                Some(block) => {
+                    if draft.is_none() {
+                        draft = Some(block);
+                    }
+                }
+                None => {
+                    let tag = info.trim();
+                    let tag = (!tag.is_empty()).then(|| tag.to_string());
+                    in_fence = Some((tag, String::new()));
+                }
+            }
+            continue;
+        }
+        match &mut in_fence {
+            Some((_, code)) => {
+                code.push_str(line);
+                code.push('\n');
+            }
+            None if draft.is_none() => {
+                let text = trimmed
+                    .strip_prefix("CAUSES:")
+                    .or_else(|| trimmed.strip_prefix("Causes:"))
+                    .unwrap_or(line);
+                causes.push_str(text.trim());
+                causes.push(' ');
+            }
+            None => {}
+        }
+    }
+    if draft.is_none() {
+        draft = in_fence.filter(|(_, code)| !code.trim().is_empty());
+    }
+    Insight {
+        causes: causes.trim().to_string(),
+        draft,
+    }
+}
+
+/// Adds each term of `new` to `terms` once.
+fn add_terms(terms: &mut Vec<String>, new: impl IntoIterator<Item = String>) {
+    for term in new {
+        if !terms.contains(&term) {
+            terms.push(term);
+        }
+    }
+}
+
 /// Runs retrieval and composition for one request.
 pub fn augment(
     caps: &dyn Capabilities,
     facets: &RequestFacets,
     params: &RetrievalParams,
-) -> Result<Option<Augmentation>, PluginError> {
+) -> Result<Retrieval, PluginError> {
     if facets.task.trim().is_empty() && facets.code_blocks.is_empty() {
         return Err(PluginError::InvalidInput("no task text and no code".into()));
     }
@@ -72,6 +243,7 @@ pub fn augment(
         .as_deref()
         .map(catalog_language)
         .unwrap_or_default();
+    let scope = scope_list(&params.cwe_scope);
 
     let mut terms = text::terms(&facets.task);
     for block in &facets.code_blocks {
@@ -84,103 +256,318 @@ pub fn augment(
             continue;
         }
         for api in caps.extract_calls(block_language, &block.text) {
-            for term in text::terms(&api) {
-                if !terms.contains(&term) {
-                    terms.push(term);
+            add_terms(&mut terms, text::terms(&api));
+        }
+    }
+    let mut cause_terms = Vec::new();
+    if params.mode == Mode::Full && !facets.task.trim().is_empty() {
+        match caps.complete(
+            &format!("{FULL_MODE_PROMPT}{}", facets.task),
+            FULL_MODE_MAX_TOKENS,
+        ) {
+            Ok(answer) => {
+                let insight = parse_insight(&answer);
+                if let Some((tag, code)) = &insight.draft {
+                    let draft_language = tag.as_deref().or(facets.language.as_deref());
+                    if let Some(draft_language) = draft_language {
+                        for api in caps.extract_calls(draft_language, code) {
+                            add_terms(&mut terms, text::terms(&api));
+                        }
+                    }
                 }
+                cause_terms = text::terms(&insight.causes);
             }
+            // Full mode degrades to fast mode: the request still gets what
+            // its own text supports.
+            Err(message) => caps.warn(&format!("full mode: no LLM insight ({message})")),
         }
     }
     if terms.is_empty() {
         caps.debug("no retrieval terms");
-        return Ok(None);
+        return Ok(Retrieval {
+            augmentation: None,
+            candidates: Vec::new(),
+        });
     }
 
-    let rows = caps
-        .query(
-            SEARCH_SQL,
-            &[
-                SqlValue::Text(text::fts_any(&terms)),
-                SqlValue::Text(language.clone()),
-                SqlValue::Text(scope_list(&params.cwe_scope)),
-            ],
-        )
-        .map_err(PluginError::Kb)?;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    lexical_facet(caps, &terms, &language, &scope, &mut candidates)?;
+    // The semantic query is the lexical terms, not the raw prompt: a static
+    // embedding of a whole prompt is dominated by its boilerplate (EVAL.md).
+    let mut semantic_terms = terms.clone();
+    add_terms(&mut semantic_terms, cause_terms);
+    let query_vector = caps.embed(&semantic_terms.join(" "));
+    let query_blob = query_vector
+        .iter()
+        .any(|x| *x != 0.0)
+        .then(|| vector_blob(&query_vector));
+    if let Some(blob) = &query_blob {
+        semantic_facet(caps, params, blob, &language, &scope, &mut candidates)?;
+    }
 
-    // BM25 sums over query terms, so long prompts (a docstring, a pasted
-    // file) pile up weak matches; dividing by sqrt(#terms) makes one
-    // threshold work for a one-line request and a long one alike.
-    let length_norm = (terms.len() as f64).sqrt();
-    let mut hits = Vec::new();
-    for row in rows {
-        let [
-            SqlValue::Integer(id),
-            SqlValue::Text(name),
-            SqlValue::Real(score),
-            SqlValue::Text(guideline),
-        ] = row.as_slice()
-        else {
-            return Err(PluginError::Schema(format!(
-                "unexpected cwe search row {row:?}"
-            )));
-        };
-        let score = score / length_norm;
-        if score < params.min_score {
-            break;
+    let mut ranked: Vec<(f64, &Candidate)> = candidates
+        .iter()
+        .map(|c| (c.fused(params, false), c))
+        .filter(|(score, _)| *score > 0.0)
+        .collect();
+    sort_fused(&mut ranked);
+    let mut injected: Vec<(f64, &Candidate)> = candidates
+        .iter()
+        .map(|c| (c.fused(params, true), c))
+        .filter(|(score, _)| *score > 0.0)
+        .collect();
+    sort_fused(&mut injected);
+    injected.truncate(params.top_k as usize);
+    caps.debug(&format!(
+        "{} terms, {} candidates, {} injected",
+        terms.len(),
+        ranked.len(),
+        injected.len()
+    ));
+    let candidate_hits = ranked
+        .iter()
+        .map(|(score, c)| c.hit(*score))
+        .collect::<Vec<_>>();
+    if injected.is_empty() {
+        return Ok(Retrieval {
+            augmentation: None,
+            candidates: candidate_hits,
+        });
+    }
+
+    let mut guidelines = Vec::with_capacity(injected.len());
+    for (_, c) in &injected {
+        let rows = caps
+            .query(GUIDELINE_SQL, &[SqlValue::Integer(c.id)])
+            .map_err(PluginError::Kb)?;
+        match rows.first().map(Vec::as_slice) {
+            Some([SqlValue::Text(guideline)]) => guidelines.push(guideline.clone()),
+            other => {
+                return Err(PluginError::Schema(format!(
+                    "unexpected guideline row {other:?}"
+                )));
+            }
         }
-        hits.push((
-            CweHit {
-                id: format!("CWE-{id}"),
-                name: name.clone(),
-                score,
-            },
-            *id,
-            guideline.clone(),
-        ));
-        if hits.len() >= params.top_k as usize {
-            break;
-        }
     }
-    caps.debug(&format!("{} terms, {} cwe hits", terms.len(), hits.len()));
-    if hits.is_empty() {
-        return Ok(None);
-    }
-
     // Examples are stored under the plugin's own language names ("cpp"), not
     // the catalog's ("c++").
     let example_language = facets.language.clone().unwrap_or_default();
-    let example = best_example(caps, &hits, &example_language, &terms)?;
+    let chosen: Vec<&Candidate> = injected.iter().map(|(_, c)| *c).collect();
+    let example = best_example(
+        caps,
+        &chosen,
+        &example_language,
+        &terms,
+        query_blob.as_deref(),
+    )?;
+    let hits: Vec<CweHit> = injected.iter().map(|(score, c)| c.hit(*score)).collect();
     let knowledge = Knowledge {
         guidelines: hits
             .iter()
-            .map(|(hit, _, guideline)| (hit.id.as_str(), hit.name.as_str(), guideline.as_str()))
+            .zip(&guidelines)
+            .map(|(hit, guideline)| (hit.id.as_str(), hit.name.as_str(), guideline.as_str()))
             .collect(),
         example: example.as_ref(),
     };
     let text = compose::chat_block(&knowledge, params.max_chars as usize);
-    Ok(Some(Augmentation {
-        text,
-        example_id: example.as_ref().map(|e| e.id.clone()),
-        cwes: hits.into_iter().map(|(hit, _, _)| hit).collect(),
-    }))
+    Ok(Retrieval {
+        augmentation: Some(Augmentation {
+            text,
+            example_id: example.as_ref().map(|e| e.id.clone()),
+            cwes: hits,
+        }),
+        candidates: candidate_hits,
+    })
 }
 
-/// The secure example that best fits the request, from the best-ranked CWE
-/// that has one in the request's language (an example in another language
-/// costs tokens and teaches the wrong idioms).
-///
-/// Code-level retrieval, lexical: an example scores by how many of the
-/// request's terms (task words and called APIs) its API set shares (counted
-/// twice: the API facet is the strongest signal RESCUE has) and how many its
-/// task description shares. Ties go to the shorter example; examples under
-/// three lines rarely show the fix and come last.
+/// Best fused score first; ties go to the better lexical rank (the more
+/// precise facet), then the better semantic rank, then the lower CWE id.
+fn sort_fused(list: &mut [(f64, &Candidate)]) {
+    let rank = |f: &Option<FacetScore>| f.map_or(u32::MAX, |f| f.rank);
+    list.sort_by(|(sa, a), (sb, b)| {
+        sb.total_cmp(sa)
+            .then(rank(&a.lexical).cmp(&rank(&b.lexical)))
+            .then(rank(&a.semantic).cmp(&rank(&b.semantic)))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+fn lexical_facet(
+    caps: &dyn Capabilities,
+    terms: &[String],
+    language: &str,
+    scope: &str,
+    candidates: &mut Vec<Candidate>,
+) -> Result<(), PluginError> {
+    let rows = caps
+        .query(
+            LEXICAL_SQL,
+            &[
+                SqlValue::Text(text::fts_any(terms)),
+                SqlValue::Text(language.to_string()),
+                SqlValue::Text(scope.to_string()),
+            ],
+        )
+        .map_err(PluginError::Kb)?;
+    // BM25 sums over query terms, so long prompts (a docstring, a pasted
+    // file) pile up weak matches; dividing by sqrt(#terms) makes one
+    // threshold work for a one-line request and a long one alike.
+    let length_norm = (terms.len() as f64).sqrt();
+    for (rank, row) in rows.iter().enumerate() {
+        let [
+            SqlValue::Integer(id),
+            SqlValue::Text(name),
+            SqlValue::Real(score),
+        ] = row.as_slice()
+        else {
+            return Err(PluginError::Schema(format!(
+                "unexpected lexical row {row:?}"
+            )));
+        };
+        candidates.push(Candidate {
+            id: *id,
+            name: name.clone(),
+            lexical: Some(FacetScore {
+                score: score / length_norm,
+                rank: rank as u32 + 1,
+            }),
+            semantic: None,
+            via: None,
+        });
+    }
+    Ok(())
+}
+
+fn semantic_facet(
+    caps: &dyn Capabilities,
+    params: &RetrievalParams,
+    query: &[u8],
+    language: &str,
+    scope: &str,
+    candidates: &mut Vec<Candidate>,
+) -> Result<(), PluginError> {
+    let blob = SqlValue::Blob(query.to_vec());
+    let lang = SqlValue::Text(language.to_string());
+    let rows = if params.hierarchy_walk {
+        caps.query(SEMANTIC_ALL_SQL, &[blob, lang])
+    } else {
+        caps.query(
+            SEMANTIC_SQL,
+            &[blob, lang, SqlValue::Text(scope.to_string())],
+        )
+    }
+    .map_err(PluginError::Kb)?;
+
+    let mut rank = 0u32;
+    for row in &rows {
+        let (id, name, similarity, in_scope) = match row.as_slice() {
+            [
+                SqlValue::Integer(id),
+                SqlValue::Text(name),
+                SqlValue::Real(similarity),
+            ] => (*id, name, *similarity, true),
+            [
+                SqlValue::Integer(id),
+                SqlValue::Text(name),
+                SqlValue::Real(similarity),
+                SqlValue::Integer(in_scope),
+            ] => (*id, name, *similarity, *in_scope == 1),
+            _ => {
+                return Err(PluginError::Schema(format!(
+                    "unexpected semantic row {row:?}"
+                )));
+            }
+        };
+        let in_policy = scope.is_empty() || scope.contains(&format!(",{id},"));
+        // Who takes this hit's place: itself, or (walking the hierarchy)
+        // the in-scope parents and children of a weakness the KB has no
+        // knowledge for, when the hit is strong (above the threshold).
+        let standing_in: Vec<(i64, String, Option<String>)> = if in_scope && in_policy {
+            vec![(id, name.clone(), None)]
+        } else if !in_scope && params.hierarchy_walk && similarity > params.semantic_threshold {
+            caps.query(
+                NEIGHBOURS_SQL,
+                &[
+                    SqlValue::Integer(id),
+                    SqlValue::Text(language.to_string()),
+                    SqlValue::Text(scope.to_string()),
+                ],
+            )
+            .map_err(PluginError::Kb)?
+            .iter()
+            .map(|row| match row.as_slice() {
+                [SqlValue::Integer(n), SqlValue::Text(name)] => {
+                    Ok((*n, name.clone(), Some(format!("CWE-{id}"))))
+                }
+                _ => Err(PluginError::Schema(format!(
+                    "unexpected neighbour row {row:?}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        for (cwe, name, via) in standing_in {
+            if candidates
+                .iter()
+                .any(|c| c.id == cwe && c.semantic.is_some())
+            {
+                continue;
+            }
+            rank += 1;
+            let score = Some(FacetScore {
+                score: similarity,
+                rank,
+            });
+            match candidates.iter_mut().find(|c| c.id == cwe) {
+                Some(c) => {
+                    c.semantic = score;
+                    c.via = via;
+                }
+                None => candidates.push(Candidate {
+                    id: cwe,
+                    name,
+                    lexical: None,
+                    semantic: score,
+                    via,
+                }),
+            }
+        }
+        if rank >= params.rank_cut {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One example candidate at the code level.
+struct ExampleCandidate {
+    example: SecureExample,
+    /// Shared API calls (twice: the strongest signal RESCUE has) and shared
+    /// task words with the request.
+    overlap: i64,
+    similarity: f64,
+    /// Rank of the example's CWE among the injected ones (0 = best).
+    cwe_rank: usize,
+    /// Examples under three lines rarely show the fix.
+    too_short: bool,
+    /// Position in the shortest-first list of its CWE (ties go to shorter).
+    position: usize,
+}
+
+/// The secure example that best fits the request, among the examples of the
+/// chosen CWEs in the request's language (an example in another language
+/// costs tokens and teaches the wrong idioms): RRF of the overlap ranking,
+/// the semantic ranking and the CWE ranking.
 fn best_example(
     caps: &dyn Capabilities,
-    hits: &[(CweHit, i64, String)],
+    chosen: &[&Candidate],
     language: &str,
     request_terms: &[String],
+    query: Option<&[u8]>,
 ) -> Result<Option<SecureExample>, PluginError> {
-    for (hit, id, _) in hits {
+    let mut pool: Vec<ExampleCandidate> = Vec::new();
+    for (cwe_rank, candidate) in chosen.iter().enumerate() {
         let rows = caps
             .query(
                 if language.is_empty() {
@@ -188,14 +575,13 @@ fn best_example(
                 } else {
                     EXAMPLE_SQL
                 },
-                &if language.is_empty() {
-                    vec![SqlValue::Integer(*id)]
-                } else {
-                    vec![SqlValue::Integer(*id), SqlValue::Text(language.to_string())]
-                },
+                &[
+                    SqlValue::Integer(candidate.id),
+                    SqlValue::Text(language.to_string()),
+                    query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
+                ],
             )
             .map_err(PluginError::Kb)?;
-        let mut best: Option<(i64, usize, SecureExample)> = None;
         for (position, row) in rows.iter().enumerate() {
             let [
                 SqlValue::Text(example_id),
@@ -204,6 +590,7 @@ fn best_example(
                 SqlValue::Text(apis),
                 SqlValue::Text(intro),
                 SqlValue::Integer(lines),
+                SqlValue::Real(similarity),
             ] = row.as_slice()
             else {
                 return Err(PluginError::Schema(format!(
@@ -216,24 +603,53 @@ fn best_example(
                     .filter(|t| request_terms.contains(t))
                     .count() as i64
             };
-            let score =
-                2 * shared(&apis.replace(',', " ")) + shared(intro) - 3 * i64::from(*lines < 3);
-            // Rows come shortest first, so on equal scores the earlier one wins.
-            if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-                let example = SecureExample {
+            pool.push(ExampleCandidate {
+                example: SecureExample {
                     id: example_id.clone(),
-                    cwe: hit.id.clone(),
+                    cwe: format!("CWE-{}", candidate.id),
                     language: example_language.clone(),
                     code: code.clone(),
-                };
-                best = Some((score, position, example));
-            }
-        }
-        if let Some((_, _, example)) = best {
-            return Ok(Some(example));
+                },
+                overlap: 2 * shared(&apis.replace(',', " ")) + shared(intro),
+                similarity: *similarity,
+                cwe_rank,
+                too_short: *lines < 3,
+                position,
+            });
         }
     }
-    Ok(None)
+    if pool.is_empty() {
+        return Ok(None);
+    }
+    // Ranks with ties sharing the better rank, so equal evidence is not
+    // ordered by accident.
+    let ranks = |key: &dyn Fn(&ExampleCandidate) -> f64| -> Vec<usize> {
+        pool.iter()
+            .map(|e| pool.iter().filter(|o| key(o) > key(e)).count() + 1)
+            .collect()
+    };
+    let by_overlap = ranks(&|e| e.overlap as f64);
+    let by_similarity = ranks(&|e| e.similarity);
+    let by_cwe = ranks(&|e| -(e.cwe_rank as f64));
+    const K: f64 = 60.0;
+    let fused: Vec<f64> = (0..pool.len())
+        .map(|i| {
+            1.0 / (K + by_overlap[i] as f64)
+                + 1.0 / (K + by_similarity[i] as f64)
+                + 1.0 / (K + by_cwe[i] as f64)
+        })
+        .collect();
+    let best = (0..pool.len())
+        .min_by(|&a, &b| {
+            pool[a]
+                .too_short
+                .cmp(&pool[b].too_short)
+                .then(fused[b].total_cmp(&fused[a]))
+                .then(pool[a].cwe_rank.cmp(&pool[b].cwe_rank))
+                .then(pool[a].position.cmp(&pool[b].position))
+        })
+        .expect("the pool is not empty");
+    Ok(Some(pool.swap_remove(best).example))
 }
 
 #[cfg(test)]
@@ -241,13 +657,20 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    /// A fake knowledge base: answers the search with fixed rows and records
-    /// what the plugin asked for.
+    /// A fake knowledge base: answers each kind of query with fixed rows and
+    /// records what the plugin asked for.
+    #[derive(Default)]
     struct FakeKb {
-        search_rows: Vec<Vec<SqlValue>>,
-        example_rows: Vec<Vec<SqlValue>>,
-        queries: RefCell<Vec<(String, Vec<SqlValue>)>>,
+        lexical: Vec<Vec<SqlValue>>,
+        semantic: Vec<Vec<SqlValue>>,
+        neighbours: Vec<Vec<SqlValue>>,
+        examples: Vec<Vec<SqlValue>>,
         calls: Vec<String>,
+        vector: Vec<f32>,
+        answer: Option<String>,
+        queries: RefCell<Vec<(String, Vec<SqlValue>)>>,
+        prompts: RefCell<Vec<String>>,
+        embedded: RefCell<Vec<String>>,
     }
 
     impl Capabilities for FakeKb {
@@ -255,42 +678,75 @@ mod tests {
             self.queries
                 .borrow_mut()
                 .push((sql.to_string(), params.to_vec()));
-            if sql.contains("cwe_fts") {
-                Ok(self.search_rows.clone())
+            Ok(if sql == LEXICAL_SQL {
+                self.lexical.clone()
+            } else if sql == SEMANTIC_SQL || sql == SEMANTIC_ALL_SQL {
+                self.semantic.clone()
+            } else if sql == NEIGHBOURS_SQL {
+                self.neighbours.clone()
+            } else if sql == GUIDELINE_SQL {
+                let SqlValue::Integer(id) = params[0] else {
+                    panic!("guideline of {params:?}")
+                };
+                vec![vec![SqlValue::Text(format!("- guideline of {id}"))]]
             } else {
-                Ok(self.example_rows.clone())
-            }
+                self.examples.clone()
+            })
         }
         fn extract_calls(&self, _language: &str, _source: &str) -> Vec<String> {
             self.calls.clone()
         }
+        fn embed(&self, text: &str) -> Vec<f32> {
+            self.embedded.borrow_mut().push(text.to_string());
+            self.vector.clone()
+        }
+        fn complete(&self, prompt: &str, _max_tokens: u32) -> Result<String, String> {
+            self.prompts.borrow_mut().push(prompt.to_string());
+            self.answer.clone().ok_or_else(|| "unavailable".to_string())
+        }
         fn debug(&self, _message: &str) {}
+        fn warn(&self, _message: &str) {}
     }
 
-    fn row(id: i64, name: &str, score: f64) -> Vec<SqlValue> {
+    fn lexical(id: i64, name: &str, bm25: f64) -> Vec<SqlValue> {
         vec![
             SqlValue::Integer(id),
             SqlValue::Text(name.into()),
-            SqlValue::Real(score),
-            SqlValue::Text(format!("- guideline of {id}")),
+            SqlValue::Real(bm25),
         ]
     }
 
-    fn example_row(id: &str, code: &str, apis: &str, intro: &str, lines: i64) -> Vec<SqlValue> {
+    fn semantic(id: i64, name: &str, similarity: f64) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Integer(id),
+            SqlValue::Text(name.into()),
+            SqlValue::Real(similarity),
+        ]
+    }
+
+    fn example_row(id: &str, apis: &str, intro: &str, lines: i64, sim: f64) -> Vec<SqlValue> {
         vec![
             SqlValue::Text(id.into()),
             SqlValue::Text("python".into()),
-            SqlValue::Text(code.into()),
+            SqlValue::Text(format!("# code of {id}")),
             SqlValue::Text(apis.into()),
             SqlValue::Text(intro.into()),
             SqlValue::Integer(lines),
+            SqlValue::Real(sim),
         ]
     }
 
     fn params() -> RetrievalParams {
         RetrievalParams {
+            mode: Mode::Fast,
             top_k: 2,
-            min_score: 3.0,
+            lexical_threshold: 3.0,
+            semantic_threshold: 0.6,
+            rrf_k: 60,
+            rank_cut: 10,
+            lexical_weight: 1.0,
+            semantic_weight: 1.0,
+            hierarchy_walk: false,
             max_chars: 4000,
             cwe_scope: vec![],
         }
@@ -304,60 +760,130 @@ mod tests {
         }
     }
 
+    fn ids(hits: &[CweHit]) -> Vec<&str> {
+        hits.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    // "build sql query": 3 terms, so a BM25 of 12 normalises to 6.9.
+    const TASK: &str = "build sql query";
+
     #[test]
-    fn keeps_top_k_above_threshold() {
+    fn keeps_top_k_above_a_facet_threshold() {
         let kb = FakeKb {
-            search_rows: vec![
-                row(89, "SQL Injection", 12.0),
-                row(20, "Input", 6.0),
-                row(79, "XSS", 5.5),
+            lexical: vec![
+                lexical(89, "SQL Injection", 12.0),
+                lexical(20, "Input", 9.0),
+                lexical(79, "XSS", 8.0),
             ],
-            example_rows: vec![],
-            queries: RefCell::default(),
-            calls: vec![],
+            ..FakeKb::default()
         };
-        let out = augment(&kb, &facets("build an sql query"), &params())
-            .unwrap()
-            .unwrap();
-        let ids: Vec<_> = out.cwes.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["CWE-89", "CWE-20"]);
-        assert!(out.text.contains("guideline of 89"));
-        assert!(!out.text.contains("guideline of 79"));
+        let out = augment(&kb, &facets(TASK), &params()).unwrap();
+        let a = out.augmentation.unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-20"]);
+        assert!(a.text.contains("guideline of 89"));
+        assert!(!a.text.contains("guideline of 79"));
+        let lexical = a.cwes[0].lexical.unwrap();
+        assert_eq!(lexical.rank, 1);
+        assert!((lexical.score - 12.0 / 3f64.sqrt()).abs() < 1e-9);
+        assert_eq!(a.cwes[0].semantic, None);
+        assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-20", "CWE-79"]);
     }
 
     #[test]
-    fn nothing_above_threshold_means_no_augmentation() {
+    fn nothing_above_any_threshold_means_no_augmentation_but_a_ranking() {
         let kb = FakeKb {
-            search_rows: vec![row(89, "SQL Injection", 4.9)],
-            example_rows: vec![],
-            queries: RefCell::default(),
-            calls: vec![],
+            lexical: vec![lexical(89, "SQL Injection", 4.9)],
+            semantic: vec![semantic(79, "XSS", 0.5)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
         };
+        let out = augment(&kb, &facets(TASK), &params()).unwrap();
+        assert!(out.augmentation.is_none());
+        assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-79"]);
+    }
+
+    #[test]
+    fn the_facets_are_fused_by_thresholded_reciprocal_rank() {
+        // 79 is second in both facets and above both thresholds: 2/(60+2)
+        // beats 89's 1/(60+1) from the lexical facet alone (its semantic
+        // similarity is under the threshold).
+        let kb = FakeKb {
+            lexical: vec![lexical(89, "SQL", 12.0), lexical(79, "XSS", 11.0)],
+            semantic: vec![
+                semantic(20, "Input", 0.9),
+                semantic(79, "XSS", 0.8),
+                semantic(89, "SQL", 0.55),
+            ],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.top_k = 4;
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        let a = out.augmentation.unwrap();
+        // 20 (semantic rank 1) and 89 (lexical rank 1) tie at 1/61: the
+        // better lexical rank breaks the tie.
+        assert_eq!(ids(&a.cwes), ["CWE-79", "CWE-89", "CWE-20"]);
+        let xss = &a.cwes[0];
+        assert!((xss.score - 2.0 / 62.0).abs() < 1e-12);
+        assert_eq!(xss.semantic.unwrap().rank, 2);
+        // Before thresholds, 89's weak semantic rank counts too.
+        assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-79", "CWE-20"]);
+        // Facet weights and the rank cut take effect.
+        p.semantic_weight = 0.0;
+        let a = augment(&kb, &facets(TASK), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-79"]);
+        p.semantic_weight = 1.0;
+        p.rank_cut = 1;
+        let a = augment(&kb, &facets(TASK), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-20"]);
+    }
+
+    #[test]
+    fn the_semantic_query_is_the_lexical_terms() {
+        let kb = FakeKb {
+            vector: vec![0.0; 4],
+            ..FakeKb::default()
+        };
+        augment(
+            &kb,
+            &facets("Write a Python function that builds an SQL query"),
+            &params(),
+        )
+        .unwrap();
+        assert_eq!(kb.embedded.borrow().as_slice(), ["builds sql query"]);
+        // A zero vector means no semantic signal: no semantic query at all.
         assert!(
-            augment(&kb, &facets("parse the log entries"), &params())
-                .unwrap()
-                .is_none()
+            kb.queries
+                .borrow()
+                .iter()
+                .all(|(sql, _)| sql != SEMANTIC_SQL)
         );
     }
 
     #[test]
     fn scores_are_normalised_by_query_length() {
         let kb = FakeKb {
-            search_rows: vec![row(89, "SQL Injection", 12.0)],
-            example_rows: vec![],
-            queries: RefCell::default(),
-            calls: vec![],
+            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            ..FakeKb::default()
         };
-        // 12 / sqrt(3) = 6.9 passes; 12 / sqrt(25) = 2.4 does not.
         assert!(
-            augment(&kb, &facets("build sql query"), &params())
+            augment(&kb, &facets(TASK), &params())
                 .unwrap()
+                .augmentation
                 .is_some()
         );
         let long_task: Vec<String> = (0..25).map(|i| format!("word{i}x")).collect();
         assert!(
             augment(&kb, &facets(&long_task.join(" ")), &params())
                 .unwrap()
+                .augmentation
                 .is_none()
         );
     }
@@ -365,10 +891,8 @@ mod tests {
     #[test]
     fn apis_from_code_join_the_query_and_language_filters() {
         let kb = FakeKb {
-            search_rows: vec![],
-            example_rows: vec![],
-            queries: RefCell::default(),
             calls: vec!["cursor.execute".into()],
+            ..FakeKb::default()
         };
         let mut f = facets("fix this");
         f.code_blocks.push(crate::CodeBlock {
@@ -377,43 +901,78 @@ mod tests {
         });
         augment(&kb, &f, &params()).unwrap();
         let queries = kb.queries.borrow();
-        let SqlValue::Text(fts) = &queries[0].1[0] else {
-            panic!()
-        };
-        assert_eq!(fts, "\"fix\" OR \"cursor\" OR \"execute\"");
-        let SqlValue::Text(lang) = &queries[0].1[1] else {
-            panic!()
-        };
-        assert_eq!(lang, "python");
+        assert_eq!(
+            queries[0].1[0],
+            SqlValue::Text("\"fix\" OR \"cursor\" OR \"execute\"".into())
+        );
+        assert_eq!(queries[0].1[1], SqlValue::Text("python".into()));
     }
 
     #[test]
-    fn the_cwe_scope_reaches_the_query() {
+    fn the_cwe_scope_reaches_both_facets() {
         let kb = FakeKb {
-            search_rows: vec![],
-            example_rows: vec![],
-            queries: RefCell::default(),
-            calls: vec![],
-        };
-        let scope_of = |n: usize| match &kb.queries.borrow()[n].1[2] {
-            SqlValue::Text(s) => s.clone(),
-            other => panic!("scope parameter is {other:?}"),
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
         };
         let mut p = params();
         p.cwe_scope = vec![89, 79];
         augment(&kb, &facets("sql query"), &p).unwrap();
-        assert_eq!(scope_of(0), ",89,79,");
-        augment(&kb, &facets("sql query"), &params()).unwrap();
-        assert_eq!(scope_of(1), "");
+        let queries = kb.queries.borrow();
+        for (sql, params) in queries.iter() {
+            assert!(sql == LEXICAL_SQL || sql == SEMANTIC_SQL);
+            assert_eq!(params[2], SqlValue::Text(",89,79,".into()));
+        }
+        assert_eq!(queries.len(), 2);
+    }
+
+    #[test]
+    fn a_parent_or_child_stands_in_for_a_strong_hit_outside_the_kb() {
+        let walk_row = |id: i64, sim: f64, in_scope: i64| {
+            vec![
+                SqlValue::Integer(id),
+                SqlValue::Text(format!("weakness {id}")),
+                SqlValue::Real(sim),
+                SqlValue::Integer(in_scope),
+            ]
+        };
+        let kb = FakeKb {
+            semantic: vec![walk_row(522, 0.9, 0), walk_row(79, 0.7, 1)],
+            neighbours: vec![vec![
+                SqlValue::Integer(256),
+                SqlValue::Text("Plaintext Storage of a Password".into()),
+            ]],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.hierarchy_walk = true;
+        let a = augment(&kb, &facets("store the password"), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-256", "CWE-79"]);
+        assert_eq!(a.cwes[0].via.as_deref(), Some("CWE-522"));
+        assert_eq!(a.cwes[0].semantic.unwrap().rank, 1);
+        // Without the walk, the out-of-scope hit is simply not a candidate.
+        p.hierarchy_walk = false;
+        let kb = FakeKb {
+            semantic: vec![semantic(79, "XSS", 0.7)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let a = augment(&kb, &facets("store the password"), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-79"]);
+        assert_eq!(a.cwes[0].semantic.unwrap().rank, 1);
     }
 
     #[test]
     fn malformed_rows_are_a_schema_error() {
         let kb = FakeKb {
-            search_rows: vec![vec![SqlValue::Null]],
-            example_rows: vec![],
-            queries: RefCell::default(),
-            calls: vec![],
+            lexical: vec![vec![SqlValue::Null]],
+            ..FakeKb::default()
         };
         assert!(matches!(
             augment(&kb, &facets("sql query"), &params()),
@@ -422,33 +981,75 @@ mod tests {
     }
 
     #[test]
-    fn example_in_the_request_language_is_included() {
+    fn the_example_that_fits_the_request_is_included() {
         let kb = FakeKb {
-            search_rows: vec![row(89, "SQL Injection", 12.0)],
-            example_rows: vec![
+            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            examples: vec![
+                example_row("ex:short", "sqlite3.connect", "Open a database", 1, 0.9),
                 example_row(
-                    "ex:short",
-                    "import sqlite3",
-                    "sqlite3.connect",
-                    "Open a database",
-                    1,
-                ),
-                example_row(
-                    "ex:1",
-                    "cur.execute(q, (name,))\nrows = cur.fetchall()\nreturn rows",
+                    "ex:fits",
                     "cur.execute,fetchall",
                     "Run an SQL query for a user name",
                     3,
+                    0.7,
                 ),
-                example_row("ex:other", "a = 1\nb = 2\nc = 3", "print", "Add numbers", 3),
+                example_row("ex:other", "print", "Add numbers", 3, 0.1),
             ],
-            queries: RefCell::default(),
-            calls: vec![],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
         };
-        let out = augment(&kb, &facets("sql query"), &params())
+        let a = augment(&kb, &facets("sql query execute"), &params())
             .unwrap()
+            .augmentation
             .unwrap();
-        assert_eq!(out.example_id.as_deref(), Some("ex:1"));
-        assert!(out.text.contains("cur.execute(q, (name,))"));
+        assert_eq!(a.example_id.as_deref(), Some("ex:fits"));
+        assert!(a.text.contains("# code of ex:fits"));
+    }
+
+    #[test]
+    fn full_mode_adds_the_draft_apis_and_the_causes() {
+        let kb = FakeKb {
+            calls: vec!["cursor.execute".into()],
+            vector: vec![1.0; 4],
+            answer: Some(
+                "CAUSES: untrusted input concatenated into queries (CWE-89).\n```python\ncur.execute(q)\n```\n"
+                    .into(),
+            ),
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.mode = Mode::Full;
+        augment(&kb, &facets("look up a user"), &p).unwrap();
+        assert!(kb.prompts.borrow()[0].ends_with("look up a user"));
+        let queries = kb.queries.borrow();
+        assert_eq!(
+            queries[0].1[0],
+            SqlValue::Text("\"look\" OR \"user\" OR \"cursor\" OR \"execute\"".into())
+        );
+        let embedded = kb.embedded.borrow();
+        assert!(
+            embedded[0].starts_with("look user cursor execute untrusted concatenated queries"),
+            "{embedded:?}"
+        );
+        // Fast mode never calls the model; a failing call degrades to fast.
+        drop(queries);
+        drop(embedded);
+        let kb = FakeKb::default();
+        augment(&kb, &facets("look up a user"), &params()).unwrap();
+        assert!(kb.prompts.borrow().is_empty());
+        augment(&kb, &facets("look up a user"), &p).unwrap();
+        assert_eq!(kb.prompts.borrow().len(), 1);
+    }
+
+    #[test]
+    fn insights_are_parsed_from_loose_answers() {
+        let i = parse_insight("CAUSES: a\nb\n```c\nstrcpy(d, s);\n```\ntrailing");
+        assert_eq!(i.causes, "a b");
+        assert_eq!(i.draft, Some((Some("c".into()), "strcpy(d, s);\n".into())));
+        let i = parse_insight("no structure at all");
+        assert_eq!(i.causes, "no structure at all");
+        assert_eq!(i.draft, None);
+        let i = parse_insight("```\nunclosed(x)\n");
+        assert_eq!(i.draft, Some((None, "unclosed(x)\n".into())));
     }
 }

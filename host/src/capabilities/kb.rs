@@ -7,6 +7,10 @@
 //! Connections are per thread (SQLite connections are not shared across
 //! threads and a single locked connection caps throughput), opened on first use
 //! and reused with their prepared-statement cache.
+//!
+//! The reader also holds the knowledge base's embedding model (the `embed`
+//! capability), loaded from the verified file, and gives every connection
+//! the one SQL function retrieval needs beyond SQLite's own: `vector_dot`.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::embed::{self, Embedder};
 use crate::kb::KbInfo;
 
 /// A value passed into or out of a query (mirrors the WIT `sql-value`).
@@ -70,6 +75,9 @@ pub struct KbReader {
     queries: AtomicU64,
     query_nanos: AtomicU64,
     info: Option<KbInfo>,
+    /// The embedding model stored in the file; `None` for an unverified
+    /// reader over a file without one (the semantic facet then sees zeros).
+    embedder: Option<Arc<Embedder>>,
     /// Holds the private snapshot of a verified KB; removed with the reader.
     _snapshot: Option<tempfile::TempDir>,
 }
@@ -85,6 +93,10 @@ impl KbReader {
             queries: AtomicU64::new(0),
             query_nanos: AtomicU64::new(0),
             info: None,
+            embedder: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()
+                .and_then(|conn| load_embedder(&conn).ok())
+                .map(Arc::new),
             _snapshot: None,
         }
     }
@@ -119,9 +131,14 @@ impl KbReader {
                 source,
             })?;
         let info = crate::kb::verify(&conn, path)?;
+        let embedder = load_embedder(&conn).map_err(|message| crate::Error::KbInvalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         drop(conn);
         Ok(Self {
             info: Some(info),
+            embedder: Some(Arc::new(embedder)),
             source: path.to_path_buf(),
             _snapshot: Some(dir),
             ..Self::new(&snapshot, limits)
@@ -136,6 +153,15 @@ impl KbReader {
             cwes_in_scope: 0,
             backend: String::new(),
         })
+    }
+
+    /// The embedding of `text` with the knowledge base's model (zeros when
+    /// the file has none or no word of the text is known).
+    pub fn embed(&self, text: &str) -> Vec<f32> {
+        match &self.embedder {
+            Some(model) => model.embed(text),
+            None => vec![0.0; embed::DIM],
+        }
     }
 
     /// The knowledge base as configured (not the private snapshot).
@@ -155,6 +181,29 @@ impl KbReader {
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 64 * 1024)?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.authorizer(Some(authorize));
+        conn.create_scalar_function(
+            "vector_dot",
+            2,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let a = ctx.get_raw(0);
+                let b = ctx.get_raw(1);
+                match (a, b) {
+                    (ValueRef::Null, _) | (_, ValueRef::Null) => Ok(None),
+                    (ValueRef::Blob(a), ValueRef::Blob(b)) => {
+                        embed::dot_le_bytes(a, b).map(Some).ok_or_else(|| {
+                            rusqlite::Error::UserFunctionError(
+                                "vector_dot: vectors of different or odd lengths".into(),
+                            )
+                        })
+                    }
+                    _ => Err(rusqlite::Error::UserFunctionError(
+                        "vector_dot takes two blobs of little-endian f32".into(),
+                    )),
+                }
+            },
+        )?;
         let steps = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&steps);
         conn.progress_handler(
@@ -197,7 +246,27 @@ impl KbReader {
     }
 }
 
-/// Only reads, selects and (built-in) function calls are allowed.
+/// The embedding model stored in an open knowledge base.
+fn load_embedder(conn: &Connection) -> Result<Embedder, String> {
+    let mut stmt = conn
+        .prepare("SELECT id, piece, scale, vector FROM embedding_token ORDER BY id")
+        .map_err(|e| format!("no embedding model: {e}"))?;
+    let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+    let (mut pieces, mut vectors, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+        let id: i64 = row.get(0).map_err(|e| e.to_string())?;
+        if id != pieces.len() as i64 {
+            return Err(format!("embedding_token ids are not 0..n (found {id})"));
+        }
+        pieces.push(row.get::<_, String>(1).map_err(|e| e.to_string())?);
+        scales.push(row.get::<_, f64>(2).map_err(|e| e.to_string())? as f32);
+        let vector: Vec<u8> = row.get(3).map_err(|e| e.to_string())?;
+        vectors.extend(vector.into_iter().map(|b| b as i8));
+    }
+    Embedder::new(pieces, vectors, scales).map_err(|e| e.to_string())
+}
+
+/// Only reads, selects and function calls (SQLite's and `vector_dot`) are allowed.
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Select

@@ -25,6 +25,7 @@ use super::summarize::offline::Offline;
 use super::summarize::{CweBrief, PairDigest, Summarizer, calls_for, cluster_then_summarize};
 use super::text::{join_blocks, leading_sentences, sentences};
 use super::{BuildOptions, BuildReport, SummarizerChoice, content_hash};
+use crate::embed::{self, Embedder};
 use crate::{Error, Result};
 
 /// An API called in this many CWEs' examples or more says nothing about any
@@ -133,7 +134,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         SummarizerChoice::Offline => Backend::Offline(Offline),
         SummarizerChoice::Llm(config) => Backend::Llm(Box::new(Llm::new(config.clone())?)),
     };
-    let (content, pair_report) = collect(&opts.sources, backend.summarizer(), &progress)?;
+    let embedder = Embedder::from_dir(&opts.embeddings).map_err(|e| Error::KbSource {
+        path: opts.embeddings.clone(),
+        message: e.to_string(),
+    })?;
+    let (mut content, pair_report) = collect(&opts.sources, backend.summarizer(), &progress)?;
+    content.meta.insert(
+        schema::META_EMBEDDING_MODEL.to_owned(),
+        serde_json::json!({
+            "name": "m2v-minilm-256",
+            "dimensions": embed::DIM,
+            "vocabulary": embedder.vocab_size(),
+            "source": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), distilled with model2vec 0.10.0, PCA 256, SIF 1e-4, int8 per-token scale",
+        })
+        .to_string(),
+    );
     let collected = started.elapsed();
 
     progress.stage("writing", 1);
@@ -148,7 +163,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         content.cwes.iter().filter(|c| c.in_scope).count(),
     );
     let backend_name = content.meta[schema::META_BACKEND].clone();
-    let content_hash = write_atomically(&opts.out, &content)?;
+    let content_hash = write_atomically(&opts.out, &content, &embedder)?;
     progress.finish();
     let (llm_requests, llm_cache_hits) = match &backend {
         Backend::Llm(l) => (l.requests(), l.cache_hits()),
@@ -693,7 +708,7 @@ fn collect(
 
 /// Builds into a temporary file beside `out` and renames it over `out`, so a
 /// reader never sees a half-written knowledge base.
-fn write_atomically(out: &Path, content: &KbContent) -> Result<String> {
+fn write_atomically(out: &Path, content: &KbContent, embedder: &Embedder) -> Result<String> {
     let io_error = |path: &Path| {
         let path = path.to_owned();
         move |source| Error::Io { path, source }
@@ -727,7 +742,7 @@ fn write_atomically(out: &Path, content: &KbContent) -> Result<String> {
         // during the build buys nothing; durability comes from the fsync below.
         conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
             .map_err(sqlite_error)?;
-        let hash = write_kb(&mut conn, content).map_err(sqlite_error)?;
+        let hash = write_kb(&mut conn, content, embedder).map_err(sqlite_error)?;
         conn.close().map_err(|(_, e)| sqlite_error(e))?;
         File::open(&tmp)
             .and_then(|f| f.sync_all())
@@ -741,6 +756,15 @@ fn write_atomically(out: &Path, content: &KbContent) -> Result<String> {
     result
 }
 
+/// What the semantic facet compares a request with: the weakness's name,
+/// description, vulnerability cause and guideline. Measured against the
+/// alternatives (without the guideline; with the pairs' task lines) in
+/// EVAL.md: task lines read like ordinary coding requests and pull in
+/// non-security tasks.
+pub(crate) fn semantic_document(c: &CweRow) -> String {
+    format!("{}. {} {} {}", c.name, c.description, c.cause, c.guideline)
+}
+
 fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -748,9 +772,14 @@ fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates the schema in the empty database `conn`, inserts `content`,
-/// compacts it and stores the content hash, which it returns.
-pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::Result<String> {
+/// Creates the schema in the empty database `conn`, inserts `content` and
+/// the embedding model with the embedding of every weakness, compacts it and
+/// stores the content hash, which it returns.
+pub(crate) fn write_kb(
+    conn: &mut Connection,
+    content: &KbContent,
+    embedder: &Embedder,
+) -> rusqlite::Result<String> {
     conn.execute_batch(schema::DDL)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
 
@@ -844,6 +873,38 @@ pub(crate) fn write_kb(conn: &mut Connection, content: &KbContent) -> rusqlite::
                 e.record,
                 e.commit_link
             ])?;
+        }
+
+        let mut insert = tx.prepare(
+            "INSERT INTO embedding_token (id, piece, scale, vector) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for id in 0..embedder.vocab_size() {
+            let (piece, scale, vector) = embedder.token(id);
+            let bytes: Vec<u8> = vector.iter().map(|&q| q as u8).collect();
+            insert.execute(params![id as i64, piece, f64::from(scale), bytes])?;
+        }
+
+        let mut insert = tx.prepare("INSERT INTO cwe_vector (cwe, vector) VALUES (?1, ?2)")?;
+        let mut cwes: Vec<&CweRow> = content.cwes.iter().collect();
+        cwes.sort_by_key(|c| c.id);
+        for c in cwes {
+            let vector = embedder.embed(&semantic_document(c));
+            // A text with no known token has no direction; leaving the row
+            // out keeps it from matching everything equally (cosine 0).
+            if vector.iter().any(|x| *x != 0.0) {
+                insert.execute(params![c.id, embed::to_le_bytes(&vector)])?;
+            }
+        }
+
+        let mut insert =
+            tx.prepare("INSERT INTO example_vector (example, vector) VALUES (?1, ?2)")?;
+        let mut examples: Vec<&ExampleRow> = content.examples.iter().collect();
+        examples.sort_by(|a, b| a.id.cmp(&b.id));
+        for e in examples {
+            let vector = embedder.embed(&format!("{} {}", e.intro, e.cause));
+            if vector.iter().any(|x| *x != 0.0) {
+                insert.execute(params![e.id, embed::to_le_bytes(&vector)])?;
+            }
         }
 
         let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;

@@ -49,16 +49,27 @@ pub struct BuildOptions {
     pub summarizer: SummarizerChoice,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The static embedding model's directory (`vocab.txt`,
+    /// `vectors.rowq.i8`, `scales.rowq.f32`); copied into the file.
+    pub embeddings: PathBuf,
 }
 
+/// The embedding model shipped in this source tree, relative to the
+/// repository root (where `rescue kb build` is run from).
+pub const DEFAULT_EMBEDDINGS: &str = "embeddings/m2v-minilm-256";
+
 impl BuildOptions {
-    /// An offline build without progress bars.
+    /// An offline build without progress bars, with the embedding model of
+    /// the source tree this crate was compiled from (tests, tools).
     pub fn offline(sources: PathBuf, out: PathBuf) -> Self {
         Self {
             sources,
             out,
             summarizer: SummarizerChoice::Offline,
             progress: false,
+            embeddings: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(DEFAULT_EMBEDDINGS),
         }
     }
 }
@@ -229,6 +240,18 @@ mod tests {
     use super::build::{CweRow, ExampleRow, KbContent, write_kb};
     use super::*;
 
+    fn shipped_embedder() -> &'static crate::embed::Embedder {
+        static MODEL: std::sync::OnceLock<crate::embed::Embedder> = std::sync::OnceLock::new();
+        MODEL.get_or_init(|| {
+            crate::embed::Embedder::from_dir(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(DEFAULT_EMBEDDINGS),
+            )
+            .unwrap()
+        })
+    }
+
     fn tiny_content() -> KbContent {
         let cwe = |id: u32, name: &str, in_scope: bool| CweRow {
             id,
@@ -272,14 +295,14 @@ mod tests {
 
     fn tiny_kb() -> (Connection, String) {
         let mut conn = Connection::open_in_memory().unwrap();
-        let hash = write_kb(&mut conn, &tiny_content()).unwrap();
+        let hash = write_kb(&mut conn, &tiny_content(), shipped_embedder()).unwrap();
         (conn, hash)
     }
 
     fn tiny_kb_file(dir: &Path) -> PathBuf {
         let path = dir.join("kb.sqlite");
         let mut conn = Connection::open(&path).unwrap();
-        write_kb(&mut conn, &tiny_content()).unwrap();
+        write_kb(&mut conn, &tiny_content(), shipped_embedder()).unwrap();
         path
     }
 
@@ -630,6 +653,7 @@ mod tests {
         let sources = dir.path().join("sources");
         fixture::write_sources(&sources, 23, 7);
         let options = |out: &str| BuildOptions {
+            embeddings: BuildOptions::offline(PathBuf::new(), PathBuf::new()).embeddings,
             sources: sources.clone(),
             out: dir.path().join(out),
             summarizer: SummarizerChoice::Llm(LlmConfig {

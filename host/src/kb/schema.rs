@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -90,6 +90,34 @@ CREATE INDEX example_by_cwe_language_length ON example (cwe, language, length(co
 -- it is last, so weight lists written for the first five columns still work
 -- (FTS5 gives unlisted columns weight 1.0):
 --   SELECT rowid FROM cwe_fts WHERE cwe_fts MATCH ? ORDER BY bm25(cwe_fts, ...)
+-- Semantic facet. The static embedding model that encodes requests (see
+-- host/src/embed.rs): WordPiece piece by id (continuations start with ##),
+-- its int8 vector (256 bytes) and the one scale that makes it f32.
+CREATE TABLE embedding_token (
+  id INTEGER PRIMARY KEY,              -- 0 = [PAD], 1 = [UNK]
+  piece TEXT NOT NULL,
+  scale REAL NOT NULL,
+  vector BLOB NOT NULL
+);
+
+-- The embedding of every weakness (in scope or not, so the hierarchy walk
+-- can start from a weakness the KB has no knowledge for): name, description,
+-- cause and guideline, L2-normalised, 256 little-endian f32. Compare with
+-- the SQL function vector_dot(vector, ?) the plugin's connections provide.
+CREATE TABLE cwe_vector (
+  cwe INTEGER PRIMARY KEY,
+  vector BLOB NOT NULL
+);
+
+-- The embedding of each example's task and cause (intro, cause), for the
+-- code-level choice of an example; same format as cwe_vector.
+-- (A rowid table: in a WITHOUT ROWID b-tree a 1 KiB vector spills to an
+-- overflow page of its own.)
+CREATE TABLE example_vector (
+  example TEXT PRIMARY KEY,
+  vector BLOB NOT NULL
+);
+
 CREATE VIRTUAL TABLE cwe_fts USING fts5(
   name, description, guideline, cause, tasks, apis,
   tokenize = 'porter unicode61'
@@ -103,6 +131,8 @@ pub const META_CWE_CATALOG_VERSION: &str = "cwe_catalog_version";
 pub const META_SOURCE_HASHES: &str = "source_hashes";
 pub const META_LICENSE_NOTICE: &str = "license_notice";
 pub const META_PAIR_STATS: &str = "pair_stats";
+/// JSON: name, dimensions, vocabulary size and provenance of the embedding model.
+pub const META_EMBEDDING_MODEL: &str = "embedding_model";
 
 /// Names how guidelines were produced by default (offline: the catalog plus
 /// the pairs' diffs); the LLM back-end writes "llm-v1:<model>".
@@ -142,4 +172,9 @@ example, dataset safecoder or sven) and their summaries come from SafeCoder and 
 (MIT License, Copyright (c) 2024 SRI Lab, ETH Zurich) and from the CodeShield \
 rules of PurpleLlama (MIT License, Copyright (c) Meta Platforms, Inc. and affiliates). \
 The code in those examples was written by third-party open-source projects and \
-remains under their licenses: example.commit_link names the upstream commit of each.";
+remains under their licenses: example.commit_link names the upstream commit of each.\n\
+The tables embedding_token and cwe_vector are derived from the weights and \
+WordPiece vocabulary of sentence-transformers/all-MiniLM-L6-v2 (Apache License \
+2.0; the BERT uncased vocabulary, Copyright Google): distilled with model2vec \
+(MIT), then modified (PCA to 256 dimensions, SIF weighting, int8 \
+quantisation). See licenses/MiniLM-Apache-2.0.txt in the source tree.";

@@ -31,11 +31,65 @@ pub mod bindings {
 }
 
 pub use bindings::rescue::plugin::types::{
-    Augmentation, CodeBlock, CweHit, PluginError, RequestFacets, RetrievalParams,
+    Augmentation, CodeBlock, CweHit, FacetScore, Mode, PluginError, RequestFacets, Retrieval,
+    RetrievalParams,
 };
 use bindings::rescue::plugin::{
-    code as wit_code, kb as wit_kb, log as wit_log, types as wit_types,
+    code as wit_code, embed as wit_embed, kb as wit_kb, llm as wit_llm, log as wit_log,
+    types as wit_types,
 };
+
+impl RetrievalParams {
+    /// The plugin's parameters from the `[retrieval]` section, with the
+    /// per-request decisions of the policy (mode, top k, CWE scope).
+    pub fn from_config(
+        config: &crate::config::RetrievalConfig,
+        mode: crate::config::RetrievalMode,
+        top_k: u32,
+        cwe_scope: Vec<u32>,
+    ) -> Self {
+        Self {
+            mode: match mode {
+                crate::config::RetrievalMode::Fast => Mode::Fast,
+                crate::config::RetrievalMode::Full => Mode::Full,
+            },
+            top_k,
+            lexical_threshold: config.lexical_threshold,
+            semantic_threshold: config.semantic_threshold,
+            rrf_k: config.rrf_k,
+            rank_cut: config.rank_cut,
+            lexical_weight: config.lexical_weight,
+            semantic_weight: config.semantic_weight,
+            hierarchy_walk: config.hierarchy_walk,
+            max_chars: config.max_chars,
+            cwe_scope,
+        }
+    }
+}
+
+/// Why a full-mode completion did not happen (mirrors the WIT `llm-error`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionError {
+    Unavailable(String),
+    RateLimited,
+    Timeout,
+    Failed(String),
+}
+
+/// The host side of the `llm` import: one request's way to its upstream,
+/// holding whatever credentials that takes. Called on a blocking thread.
+pub trait Completer: Send + Sync {
+    fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+    ) -> std::result::Result<String, CompletionError>;
+    /// The longest a call may take (the plugin's deadline is extended by it).
+    fn timeout(&self) -> Duration;
+}
+
+/// Completions one plugin run may ask for.
+const MAX_COMPLETIONS_PER_RUN: u32 = 1;
 
 /// The plugin built from `plugin/` by `host/build.rs`, embedded in the binary.
 pub const EMBEDDED_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rescue_plugin.wasm"));
@@ -71,6 +125,9 @@ struct HostState {
     table: ResourceTable,
     kb: Arc<KbReader>,
     memory: MemoryCap,
+    /// Full mode's way to the upstream; `None` in fast mode.
+    completer: Option<Arc<dyn Completer>>,
+    completions_left: u32,
 }
 
 /// Caps linear-memory growth and remembers whether the cap was hit, so a
@@ -171,6 +228,38 @@ impl wit_code::Host for HostState {
 
     fn detect_language(&mut self, source: String) -> Option<String> {
         code::detect_language(&source).map(str::to_string)
+    }
+}
+
+impl wit_embed::Host for HostState {
+    fn text_vector(&mut self, text: String) -> Vec<f32> {
+        self.kb.embed(&text)
+    }
+}
+
+impl wit_llm::Host for HostState {
+    fn complete(
+        &mut self,
+        prompt: String,
+        max_tokens: u32,
+    ) -> std::result::Result<String, wit_llm::LlmError> {
+        let Some(completer) = &self.completer else {
+            return Err(wit_llm::LlmError::Unavailable(
+                "fast mode: no upstream calls".into(),
+            ));
+        };
+        if self.completions_left == 0 {
+            return Err(wit_llm::LlmError::RateLimited);
+        }
+        self.completions_left -= 1;
+        completer
+            .complete(&prompt, max_tokens.min(2_000))
+            .map_err(|e| match e {
+                CompletionError::Unavailable(m) => wit_llm::LlmError::Unavailable(m),
+                CompletionError::RateLimited => wit_llm::LlmError::RateLimited,
+                CompletionError::Timeout => wit_llm::LlmError::Timeout,
+                CompletionError::Failed(m) => wit_llm::LlmError::Failed(m),
+            })
     }
 }
 
@@ -291,7 +380,7 @@ impl PluginRuntime {
         &self.kb
     }
 
-    fn new_store(&self) -> Store<HostState> {
+    fn new_store(&self, completer: Option<Arc<dyn Completer>>) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false)
             .allow_udp(false)
@@ -307,23 +396,45 @@ impl PluginRuntime {
                 max_bytes: self.limits.memory_bytes,
                 hit: false,
             },
+            completer,
+            completions_left: MAX_COMPLETIONS_PER_RUN,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         store
     }
 
-    /// One plugin run on the calling thread. Blocking: it runs Wasm and SQLite.
+    /// One fast-mode plugin run on the calling thread. Blocking: it runs
+    /// Wasm and SQLite.
     pub fn augment_blocking(
         &self,
         facets: &RequestFacets,
         params: &RetrievalParams,
-    ) -> Result<Option<Augmentation>> {
-        let mut store = self.new_store();
+    ) -> Result<Retrieval> {
+        self.retrieve_blocking(facets, params, None)
+    }
+
+    /// One plugin run on the calling thread, with full mode's way to the
+    /// upstream when `params.mode` is full. Blocking: it runs Wasm, SQLite
+    /// and (full mode) waits for the upstream.
+    pub fn retrieve_blocking(
+        &self,
+        facets: &RequestFacets,
+        params: &RetrievalParams,
+        completer: Option<Arc<dyn Completer>>,
+    ) -> Result<Retrieval> {
+        let completer = completer.filter(|_| params.mode == Mode::Full);
+        // The epoch keeps ticking while the host waits for the upstream, so
+        // full mode's deadline covers the call as well as the plugin's work.
+        let budget = self.limits.timeout
+            + completer
+                .as_ref()
+                .map_or(Duration::ZERO, |c| c.timeout() * MAX_COMPLETIONS_PER_RUN);
+        let mut store = self.new_store(completer);
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| plugin_err("fuel", e))?;
-        let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        let ticks = (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
 
         let outcome = self
@@ -331,7 +442,7 @@ impl PluginRuntime {
             .instantiate(&mut store)
             .and_then(|plugin| plugin.call_augment(&mut store, facets, params));
         match outcome {
-            Ok(Ok(augmentation)) => Ok(augmentation),
+            Ok(Ok(retrieval)) => Ok(retrieval),
             Ok(Err(error)) => Err(Error::PluginRun {
                 kind: PluginFailure::PluginError,
                 message: match error {
@@ -364,7 +475,8 @@ impl PluginRuntime {
         self: &Arc<Self>,
         facets: RequestFacets,
         params: RetrievalParams,
-    ) -> Result<Option<Augmentation>> {
+        completer: Option<Arc<dyn Completer>>,
+    ) -> Result<Retrieval> {
         let permit =
             tokio::time::timeout(self.limits.timeout, Arc::clone(&self.slots).acquire_owned())
                 .await
@@ -376,7 +488,7 @@ impl PluginRuntime {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            this.augment_blocking(&facets, &params)
+            this.retrieve_blocking(&facets, &params, completer)
         })
         .await
         .map_err(|e| Error::PluginRun {
@@ -447,12 +559,12 @@ mod tests {
     }
 
     fn params() -> RetrievalParams {
-        RetrievalParams {
-            top_k: 4,
-            min_score: 3.2,
-            max_chars: 6000,
-            cwe_scope: vec![],
-        }
+        RetrievalParams::from_config(
+            &crate::config::RetrievalConfig::default(),
+            crate::config::RetrievalMode::Fast,
+            4,
+            vec![],
+        )
     }
 
     #[test]
@@ -461,12 +573,14 @@ mod tests {
         let out = runtime
             .augment_blocking(&sql_task(), &params())
             .unwrap()
+            .augmentation
             .expect("augmented");
         assert_eq!(out.cwes[0].id, "CWE-89");
         // Each run gets a fresh store: a second run sees no state from the first.
         let again = runtime
             .augment_blocking(&sql_task(), &params())
             .unwrap()
+            .augmentation
             .unwrap();
         assert_eq!(again.text, out.text);
     }
@@ -540,6 +654,7 @@ mod tests {
             runtime
                 .augment_blocking(&sql_task(), &params())
                 .unwrap()
+                .augmentation
                 .is_some()
         );
     }
@@ -566,6 +681,7 @@ mod tests {
             runtime
                 .augment_blocking(&sql_task(), &params())
                 .unwrap()
+                .augmentation
                 .is_some()
         );
         assert_eq!(
@@ -580,6 +696,7 @@ mod tests {
             runtime
                 .augment_blocking(&sql_task(), &params())
                 .unwrap()
+                .augmentation
                 .is_some()
         );
         assert!(std::fs::metadata(&entries[0]).unwrap().len() > 1000);
@@ -594,21 +711,28 @@ mod tests {
   (export $cb-e "code-block" (type $cb))
   (type $facets (record (field "task" string) (field "code-blocks" (list $cb-e)) (field "language" (option string))))
   (export $facets-e "request-facets" (type $facets))
-  (type $params (record (field "top-k" u32) (field "min-score" float64) (field "max-chars" u32) (field "cwe-scope" (list u32))))
+  (type $mode (enum "fast" "full"))
+  (export $mode-e "mode" (type $mode))
+  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32))))
   (export $params-e "retrieval-params" (type $params))
-  (type $hit (record (field "id" string) (field "name" string) (field "score" float64)))
+  (type $fs (record (field "score" float64) (field "rank" u32)))
+  (export $fs-e "facet-score" (type $fs))
+  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "via" (option string))))
   (export $hit-e "cwe-hit" (type $hit))
   (type $aug (record (field "text" string) (field "cwes" (list $hit-e)) (field "example-id" (option string))))
   (export $aug-e "augmentation" (type $aug))
+  (type $ret (record (field "augmentation" (option $aug-e)) (field "candidates" (list $hit-e))))
+  (export $ret-e "retrieval" (type $ret))
   (type $err (variant (case "kb" string) (case "schema" string) (case "invalid-input" string)))
   (export $err-e "plugin-error" (type $err))
   (core module $m
     (memory (export "mem") 1)
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
-    (func (export "augment") (param i32 i32 i32 i32 i32 i32 i32 i32 f64 i32 i32 i32) (result i32)
+    ;; More than 16 flat parameters: the canonical ABI passes them in memory.
+    (func (export "augment") (param i32) (result i32)
       {body}))
   (core instance $i (instantiate $m))
-  (func (export "augment") (param "facets" $facets-e) (param "params" $params-e) (result (result (option $aug-e) (error $err-e)))
+  (func (export "augment") (param "facets" $facets-e) (param "params" $params-e) (result (result $ret-e (error $err-e)))
     (canon lift (core func $i "augment") (memory (core memory $i "mem")) (realloc (core func $i "realloc")))))"#
         );
         let path = dir.join("hostile.wasm");

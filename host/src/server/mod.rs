@@ -24,12 +24,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Config, FailurePolicy, UpstreamApi};
+pub mod full_mode;
+
+use crate::config::{Config, FailurePolicy, RetrievalMode, UpstreamApi};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::policy::{self, Decision, RequestContext};
 use crate::protocol::{self, Route, Unit};
-use crate::runtime::{PluginRuntime, RetrievalParams};
+use crate::runtime::{Completer, PluginRuntime, RetrievalParams};
 use crate::upstream::{IdleCut, ProxyBody, Upstream, Upstreams, strip_hop_by_hop};
 
 pub const HEADER_AUGMENTED: &str = "x-rescue-augmented";
@@ -52,6 +54,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// One permit per request in flight (`server.max_concurrent_requests`).
     slots: Arc<Semaphore>,
+    /// Full mode's calls to upstreams, across all requests.
+    full_mode_limiter: Arc<full_mode::RateLimiter>,
 }
 
 impl AppState {
@@ -60,7 +64,13 @@ impl AppState {
         let info = runtime.kb().info();
         metrics.set_kb(&info.content_hash, info.schema_version);
         let slots = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
+        let full = &config.retrieval.full;
+        let full_mode_limiter = Arc::new(full_mode::RateLimiter::new(
+            full.max_calls_per_second,
+            full.burst,
+        ));
         Self {
+            full_mode_limiter,
             config,
             runtime: RwLock::new(runtime),
             upstreams,
@@ -82,13 +92,12 @@ impl AppState {
     }
 
     fn retrieval_params(&self, decision: &Decision) -> RetrievalParams {
-        let a = &self.config.augment;
-        RetrievalParams {
-            top_k: decision.top_k,
-            min_score: a.min_score,
-            max_chars: a.max_chars,
-            cwe_scope: decision.cwes.clone(),
-        }
+        RetrievalParams::from_config(
+            &self.config.retrieval,
+            decision.mode,
+            decision.top_k,
+            decision.cwes.clone(),
+        )
     }
 }
 
@@ -497,12 +506,28 @@ async fn augmented_route(
     }
     let runtime = state.runtime();
     for unit in &mut units {
+        let completer = (decision.mode == RetrievalMode::Full).then(|| {
+            Arc::new(full_mode::UpstreamCompleter::new(
+                upstream,
+                model,
+                &parts.headers,
+                &state.config.retrieval.full,
+                Arc::clone(&state.full_mode_limiter),
+            ))
+        });
         let plugin_started = Instant::now();
         let result = runtime
-            .augment(unit.facets.clone(), state.retrieval_params(&decision))
+            .augment(
+                unit.facets.clone(),
+                state.retrieval_params(&decision),
+                completer.clone().map(|c| c as Arc<dyn Completer>),
+            )
             .await;
         state.metrics.plugin_time(plugin_started.elapsed());
-        match result {
+        if let Some(call) = completer.as_ref().and_then(|c| c.outcome()) {
+            state.metrics.full_mode_call(call.as_str());
+        }
+        match result.map(|retrieval| retrieval.augmentation) {
             Ok(Some(augmentation)) => {
                 unit.knowledge = Some(augmentation.text);
                 for cwe in augmentation.cwes {
