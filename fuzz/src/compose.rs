@@ -4,7 +4,9 @@ use arbitrary::Arbitrary;
 use rescue_plugin::compose::{CLOSE_TAG, Knowledge, OPEN_TAG, SecureExample, chat_block};
 
 use crate::count_ci;
-use crate::known::{self, Finding};
+use rescue_host::config::MIN_MAX_CHARS;
+
+use crate::known;
 
 /// What the knowledge base could hand to `chat_block`: every field is KB
 /// text, so every field is hostile here.
@@ -73,17 +75,17 @@ pub fn check(input: &ComposeInput) {
         "tags in the block: {opens} opening, {closes} closing (want 1 and 1)"
     );
 
-    // A guideline cut to fit leaves one byte for its newline: the frame plus
-    // one byte is the least that holds any knowledge.
+    // The configuration refuses a `max_chars` under MIN_MAX_CHARS (finding
+    // F3, fixed), so the bound must hold for every value the plugin can be
+    // given; smaller ones never reach it.
     let frame = frame_len();
-    if block.len() > max_chars {
-        let explained = (max_chars <= frame).then_some(Finding::TinyMaxChars);
+    if max_chars >= MIN_MAX_CHARS as usize && block.len() > max_chars {
         known::fail(
             format!(
                 "block of {} bytes exceeds max_chars {max_chars} (frame {frame})",
                 block.len()
             ),
-            explained,
+            None,
         );
     }
 }
@@ -169,12 +171,14 @@ mod tests {
         });
     }
 
-    /// F3 reproducer: `max_chars` below the frame cannot be honoured.
+    /// F3 (fixed): the smallest `max_chars` the configuration accepts
+    /// holds the frame with room for knowledge; smaller values are refused
+    /// by `Config::validate` (host/src/config.rs tests).
     #[test]
-    #[should_panic(expected = "TinyMaxChars")]
-    fn f3_tiny_max_chars_is_exceeded() {
+    fn the_smallest_accepted_max_chars_holds_the_frame() {
+        assert!(frame_len() + 64 < MIN_MAX_CHARS as usize);
         let mut input = guideline("- rule");
-        input.max_chars = 10;
+        input.max_chars = u16::try_from(MIN_MAX_CHARS).unwrap();
         check(&input);
     }
 }

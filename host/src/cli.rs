@@ -141,6 +141,20 @@ pub struct RetrieveArgs {
     /// JSONL file of prompts.
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Retrieval mode (default: `retrieval.mode` of the configuration).
+    /// Full mode calls the configured OpenAI-compatible upstream.
+    #[arg(long, value_parser = ["fast", "full"])]
+    pub mode: Option<String>,
+    /// Full mode: base URL of the OpenAI-compatible upstream (replaces the
+    /// first one configured).
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Full mode: the model asked (default: `retrieval.full.model`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Full mode: environment variable holding the upstream's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
 }
 
 /// Runs the command line; the process exit code follows the result.
@@ -403,17 +417,58 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
     init_logging(LogFormat::Text);
     let config = load_config(&args.common)?;
     let runtime = crate::reload::load_runtime(&config)?;
-    if config.retrieval.mode == crate::config::RetrievalMode::Full {
-        tracing::warn!(
-            "retrieval.mode is full, but `rescue retrieve` has no client credentials to call the upstream with: retrieving in fast mode"
-        );
-    }
-    let params = RetrievalParams::from_config(
-        &config.retrieval,
-        crate::config::RetrievalMode::Fast,
-        config.retrieval.top_k,
-        vec![],
-    );
+    let mode = match args.mode.as_deref() {
+        Some("full") => crate::config::RetrievalMode::Full,
+        Some(_) => crate::config::RetrievalMode::Fast,
+        None => config.retrieval.mode,
+    };
+    let params =
+        RetrievalParams::from_config(&config.retrieval, mode, config.retrieval.top_k, vec![]);
+    // Full mode needs what a proxied request brings: an upstream, a model
+    // and the client's key; here they come from flags and the environment.
+    let full_mode = match mode {
+        crate::config::RetrievalMode::Fast => None,
+        crate::config::RetrievalMode::Full => {
+            let mut upstreams = config.effective_upstreams();
+            if let Some(base_url) = &args.upstream {
+                match upstreams.iter_mut().find(|u| u.api == UpstreamApi::Openai) {
+                    Some(u) => u.base_url = base_url.clone(),
+                    None => {
+                        upstreams.push(UpstreamConfig::new("openai", UpstreamApi::Openai, base_url))
+                    }
+                }
+            }
+            let model = args
+                .model
+                .clone()
+                .or_else(|| config.retrieval.full.model.clone())
+                .ok_or_else(|| Error::BadRequest {
+                    message: "full mode needs a model: --model or retrieval.full.model".into(),
+                })?;
+            let mut headers = http::HeaderMap::new();
+            if let Ok(key) = std::env::var(&args.api_key_env) {
+                let value = http::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+                    .map_err(|_| Error::BadRequest {
+                        message: format!("{} does not hold a valid key", args.api_key_env),
+                    })?;
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+            let tokio = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|source| Error::Io {
+                    path: PathBuf::from("<tokio runtime>"),
+                    source,
+                })?;
+            let upstreams = Upstreams::new(&upstreams)?;
+            let limiter = Arc::new(crate::server::full_mode::RateLimiter::new(
+                config.retrieval.full.max_calls_per_second,
+                config.retrieval.full.burst,
+            ));
+            Some((tokio, upstreams, model, headers, limiter))
+        }
+    };
     let prompts: Vec<(serde_json::Value, String, Option<String>)> =
         match (&args.prompt, &args.input) {
             (Some(prompt), _) => vec![(serde_json::Value::Null, prompt.clone(), None)],
@@ -463,7 +518,34 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
             facets.language = Some(lang);
         }
         let gated = crate::policy::should_augment(config.augment.policy, &facets);
-        let result = runtime.augment_blocking(&facets, &params);
+        let result = match &full_mode {
+            None => runtime.augment_blocking(&facets, &params),
+            Some((tokio, upstreams, model, headers, limiter)) => {
+                let upstream = upstreams
+                    .select(UpstreamApi::Openai, Some(model))
+                    .ok_or_else(|| Error::NoUpstream {
+                        api: UpstreamApi::Openai,
+                        model: Some(model.clone()),
+                    })?;
+                let _entered = tokio.enter();
+                let completer = Arc::new(crate::server::full_mode::UpstreamCompleter::new(
+                    upstream,
+                    Some(model),
+                    headers,
+                    &config.retrieval.full,
+                    Arc::clone(limiter),
+                ));
+                let result = runtime.retrieve_blocking(
+                    &facets,
+                    &params,
+                    Some(completer.clone() as Arc<dyn crate::runtime::Completer>),
+                );
+                if let Some(outcome) = completer.outcome() {
+                    tracing::info!(outcome = outcome.as_str(), "full-mode call");
+                }
+                result
+            }
+        };
         let line = match result {
             Ok(retrieval) => {
                 let candidates: Vec<serde_json::Value> =

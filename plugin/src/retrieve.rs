@@ -71,7 +71,10 @@ const NEIGHBOURS_SQL: &str = "SELECT c.id, c.name FROM cwe_parent p \
        AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
      ORDER BY c.id LIMIT 16";
 
-const GUIDELINE_SQL: &str = "SELECT guideline FROM cwe WHERE id = ?1";
+/// The guidelines of the chosen CWEs, in the order of the JSON array ?1
+/// ("[89,79]"): one prepared statement whatever the number of CWEs.
+const GUIDELINE_SQL: &str =
+    "SELECT c.id, c.guideline FROM json_each(?1) j JOIN cwe c ON c.id = j.value ORDER BY j.key";
 
 /// Candidate secure examples of one CWE in the request's language, shortest
 /// first (an index seek on example(cwe, language, length(code), id)), with
@@ -335,19 +338,32 @@ pub fn augment(
         });
     }
 
+    let ids: Vec<String> = injected.iter().map(|(_, c)| c.id.to_string()).collect();
+    let rows = caps
+        .query(
+            GUIDELINE_SQL,
+            &[SqlValue::Text(format!("[{}]", ids.join(",")))],
+        )
+        .map_err(PluginError::Kb)?;
     let mut guidelines = Vec::with_capacity(injected.len());
-    for (_, c) in &injected {
-        let rows = caps
-            .query(GUIDELINE_SQL, &[SqlValue::Integer(c.id)])
-            .map_err(PluginError::Kb)?;
-        match rows.first().map(Vec::as_slice) {
-            Some([SqlValue::Text(guideline)]) => guidelines.push(guideline.clone()),
+    for ((_, c), row) in injected.iter().zip(&rows) {
+        match row.as_slice() {
+            [SqlValue::Integer(id), SqlValue::Text(guideline)] if *id == c.id => {
+                guidelines.push(guideline.clone())
+            }
             other => {
                 return Err(PluginError::Schema(format!(
                     "unexpected guideline row {other:?}"
                 )));
             }
         }
+    }
+    if guidelines.len() != injected.len() {
+        return Err(PluginError::Schema(format!(
+            "{} guidelines for {} CWEs",
+            guidelines.len(),
+            injected.len()
+        )));
     }
     // Examples are stored under the plugin's own language names ("cpp"), not
     // the catalog's ("c++").
@@ -685,10 +701,18 @@ mod tests {
             } else if sql == NEIGHBOURS_SQL {
                 self.neighbours.clone()
             } else if sql == GUIDELINE_SQL {
-                let SqlValue::Integer(id) = params[0] else {
-                    panic!("guideline of {params:?}")
+                let SqlValue::Text(ids) = &params[0] else {
+                    panic!("guidelines of {params:?}")
                 };
-                vec![vec![SqlValue::Text(format!("- guideline of {id}"))]]
+                ids.trim_matches(['[', ']'])
+                    .split(',')
+                    .map(|id| {
+                        vec![
+                            SqlValue::Integer(id.parse().unwrap()),
+                            SqlValue::Text(format!("- guideline of {id}")),
+                        ]
+                    })
+                    .collect()
             } else {
                 self.examples.clone()
             })

@@ -166,3 +166,55 @@ async fn an_unreadable_insight_leaves_the_request_in_fast_mode() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescue_retrieve_runs_full_mode_through_the_same_plugin_path() {
+    let upstream = MockUpstream::json(insight_answer()).await;
+    let base_url = upstream.base_url();
+    let run = move |mode: &'static str| {
+        let base_url = base_url.clone();
+        move || {
+            std::process::Command::new(rescue_tests::rescue_bin())
+                .args(["retrieve", "--mode", mode, "--model", "gpt-test"])
+                .args(["--upstream", &base_url])
+                .arg("--kb")
+                .arg(rescue_tests::repo_root().join("kb.sqlite"))
+                .arg(VAGUE_TASK)
+                .env("OPENAI_API_KEY", "sk-test-retrieve")
+                .env_remove("RESCUE_CONFIG")
+                .output()
+                .unwrap()
+        }
+    };
+    let fast = tokio::task::spawn_blocking(run("fast")).await.unwrap();
+    assert!(fast.status.success(), "{fast:?}");
+    let fast: serde_json::Value = serde_json::from_slice(&fast.stdout).unwrap();
+    assert_eq!(fast["augmented"], false);
+    assert!(
+        upstream.received().is_empty(),
+        "fast mode calls no upstream"
+    );
+
+    let full = tokio::task::spawn_blocking(run("full")).await.unwrap();
+    assert!(full.status.success(), "{full:?}");
+    let full: serde_json::Value = serde_json::from_slice(&full.stdout).unwrap();
+    assert_eq!(full["augmented"], true, "{full}");
+    let cwes: Vec<&str> = full["cwes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(cwes.contains(&"CWE-89"), "{cwes:?}");
+    // Per-facet scores and ranks are reported for every CWE.
+    assert!(full["cwes"][0]["lexical"].is_object() || full["cwes"][0]["semantic"].is_object());
+    assert!(
+        full["text"]
+            .as_str()
+            .unwrap()
+            .contains("security_knowledge")
+    );
+    let received = upstream.single();
+    assert_eq!(received.headers["authorization"], "Bearer sk-test-retrieve");
+    assert_eq!(received.json()["model"], "gpt-test");
+}
