@@ -17,7 +17,14 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RESCUE_PLUGIN_WASM");
     // Every file by name: a watched directory was seen to miss edits of
     // the files inside it, which embedded a stale plugin.
-    for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.lock"] {
+    // The root manifest holds the plugin's release profile.
+    for watched in [
+        "plugin/src",
+        "plugin/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
         watch(&root.join(watched));
     }
 

@@ -41,15 +41,15 @@ use crate::{
 /// tasks, apis): the name is short and precise, so a hit there says the
 /// most; the pairs' task descriptions are phrased like requests.
 const LEXICAL_SQL: &str = "SELECT c.id, c.name, -bm25(cwe_fts, 4.0, 1.5, 1.0, 1.5, 1.0) AS score \
-     FROM cwe_fts JOIN cwe c ON c.id = cwe_fts.rowid \
-     WHERE cwe_fts MATCH ?1 AND c.in_scope = 1 \
+     FROM cwe_fts JOIN cwe c INDEXED BY cwe_in_scope ON c.in_scope = 1 AND c.id = cwe_fts.rowid \
+     WHERE cwe_fts MATCH ?1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
        AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
      ORDER BY score DESC LIMIT 20";
 
 /// In-scope weaknesses by cosine similarity to the query vector (?1).
 const SEMANTIC_SQL: &str = "SELECT c.id, c.name, vector_dot(v.vector, ?1) AS similarity \
-     FROM cwe_vector v JOIN cwe c ON c.id = v.cwe \
+     FROM cwe c INDEXED BY cwe_in_scope JOIN cwe_vector v ON v.cwe = c.id \
      WHERE c.in_scope = 1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
        AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
@@ -79,14 +79,19 @@ const GUIDELINE_SQL: &str =
 /// Candidate secure examples of one CWE in the request's language, shortest
 /// first (an index seek on example(cwe, language, length(code), id)), with
 /// their semantic similarity to the query vector (?3; NULL without one).
-const EXAMPLE_SQL: &str = "SELECT e.id, e.language, e.code, e.apis, e.intro, e.lines_after, \
+/// No code: only the chosen example's code crosses into the sandbox
+/// (EXAMPLE_CODE_SQL), which halves the cost of a retrieval.
+const EXAMPLE_SQL: &str = "SELECT e.id, e.apis, e.intro, e.lines_after, \
        CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
      FROM example e WHERE e.cwe = ?1 AND e.language = ?2 ORDER BY length(e.code), e.id LIMIT 32";
 
 /// The same when the request's language is unknown: any language.
-const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.id, e.language, e.code, e.apis, e.intro, e.lines_after, \
+const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.id, e.apis, e.intro, e.lines_after, \
        CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
      FROM example e WHERE e.cwe = ?1 AND e.language <> '' AND ?2 = '' ORDER BY length(e.code), e.id LIMIT 32";
+
+/// The chosen example's language and code.
+const EXAMPLE_CODE_SQL: &str = "SELECT language, code FROM example WHERE id = ?1";
 
 /// The full-mode question to the upstream model.
 const FULL_MODE_PROMPT: &str = "You are a software security expert. For the programming task below, \
@@ -558,7 +563,8 @@ fn semantic_facet(
 
 /// One example candidate at the code level.
 struct ExampleCandidate {
-    example: SecureExample,
+    id: String,
+    cwe: i64,
     /// Shared API calls (twice: the strongest signal RESCUE has) and shared
     /// task words with the request.
     overlap: i64,
@@ -601,8 +607,6 @@ fn best_example(
         for (position, row) in rows.iter().enumerate() {
             let [
                 SqlValue::Text(example_id),
-                SqlValue::Text(example_language),
-                SqlValue::Text(code),
                 SqlValue::Text(apis),
                 SqlValue::Text(intro),
                 SqlValue::Integer(lines),
@@ -613,20 +617,11 @@ fn best_example(
                     "unexpected example row {row:?}"
                 )));
             };
-            let shared = |text: &str| {
-                text::terms(text)
-                    .iter()
-                    .filter(|t| request_terms.contains(t))
-                    .count() as i64
-            };
+            let shared = |text: &str| text::shared_terms(text, request_terms) as i64;
             pool.push(ExampleCandidate {
-                example: SecureExample {
-                    id: example_id.clone(),
-                    cwe: format!("CWE-{}", candidate.id),
-                    language: example_language.clone(),
-                    code: code.clone(),
-                },
-                overlap: 2 * shared(&apis.replace(',', " ")) + shared(intro),
+                id: example_id.clone(),
+                cwe: candidate.id,
+                overlap: 2 * shared(apis) + shared(intro),
                 similarity: *similarity,
                 cwe_rank,
                 too_short: *lines < 3,
@@ -665,7 +660,21 @@ fn best_example(
                 .then(pool[a].position.cmp(&pool[b].position))
         })
         .expect("the pool is not empty");
-    Ok(Some(pool.swap_remove(best).example))
+    let chosen = pool.swap_remove(best);
+    let rows = caps
+        .query(EXAMPLE_CODE_SQL, &[SqlValue::Text(chosen.id.clone())])
+        .map_err(PluginError::Kb)?;
+    match rows.first().map(Vec::as_slice) {
+        Some([SqlValue::Text(language), SqlValue::Text(code)]) => Ok(Some(SecureExample {
+            id: chosen.id,
+            cwe: format!("CWE-{}", chosen.cwe),
+            language: language.clone(),
+            code: code.clone(),
+        })),
+        other => Err(PluginError::Schema(format!(
+            "unexpected example code row {other:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -713,6 +722,14 @@ mod tests {
                         ]
                     })
                     .collect()
+            } else if sql == EXAMPLE_CODE_SQL {
+                let SqlValue::Text(id) = &params[0] else {
+                    panic!("code of {params:?}")
+                };
+                vec![vec![
+                    SqlValue::Text("python".into()),
+                    SqlValue::Text(format!("# code of {id}")),
+                ]]
             } else {
                 self.examples.clone()
             })
@@ -751,8 +768,6 @@ mod tests {
     fn example_row(id: &str, apis: &str, intro: &str, lines: i64, sim: f64) -> Vec<SqlValue> {
         vec![
             SqlValue::Text(id.into()),
-            SqlValue::Text("python".into()),
-            SqlValue::Text(format!("# code of {id}")),
             SqlValue::Text(apis.into()),
             SqlValue::Text(intro.into()),
             SqlValue::Integer(lines),

@@ -51,6 +51,10 @@ pub struct QueryLimits {
     pub max_rows: usize,
 }
 
+/// Upper bound on the memory map of the knowledge base (the shipped file is
+/// 15 MB).
+const MMAP_BYTES: i64 = 256 << 20;
+
 /// The progress handler fires every this many SQLite VM instructions.
 pub const STEP_GRANULARITY: i32 = 1000;
 
@@ -176,6 +180,10 @@ impl KbReader {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // Pages are read straight from a memory map instead of copied into
+        // each connection's cache: the served file is a private snapshot that
+        // nothing writes or truncates, so the map stays valid.
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 16 * 1024 * 1024)?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 64 * 1024)?;

@@ -39,6 +39,11 @@ CREATE TABLE cwe (
   pairs INTEGER NOT NULL               -- vulnerable/fixed code pairs summarized into guideline and cause
 );
 
+-- The retrieval candidates, covering what the facets' queries filter on
+-- and return: they read this index, never the wide rows (whose text runs
+-- into overflow pages, and whose filter columns come after it).
+CREATE INDEX cwe_in_scope ON cwe (in_scope, id, languages, name);
+
 -- ChildOf relations of the Research Concepts view (CWE-1000), both ends in
 -- `cwe`; children of X: SELECT child FROM cwe_parent WHERE parent = X.
 CREATE TABLE cwe_parent (

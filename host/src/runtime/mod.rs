@@ -94,6 +94,10 @@ const MAX_COMPLETIONS_PER_RUN: u32 = 1;
 /// The plugin built from `plugin/` by `host/build.rs`, embedded in the binary.
 pub const EMBEDDED_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rescue_plugin.wasm"));
 
+/// Per pooled instance, the memory (and table) kept mapped between runs; a
+/// retrieval touches well under this.
+const KEEP_RESIDENT_BYTES: usize = 4 << 20;
+
 /// How often the epoch advances; the deadline is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -336,7 +340,13 @@ impl PluginRuntime {
             .total_memories(slots * 2)
             .total_tables(slots * 8)
             .max_memories_per_component(2)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            // Reset a finished instance's memory by rewriting it rather than
+            // returning it to the kernel: madvise on every run cost TLB
+            // shootdowns across cores and a page fault per touched page on
+            // the next (measured: BENCHMARKS.md).
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
 
         let mut config = Config::new();
         config
@@ -470,7 +480,9 @@ impl PluginRuntime {
     }
 
     /// One plugin run from async code: waits (within the timeout) for a free
-    /// slot, then runs on the blocking pool so no async worker is held up.
+    /// slot, then runs where no other task is held up: in place on a
+    /// multi-threaded runtime's worker (its other tasks move to another
+    /// thread), otherwise (and for full mode) on the blocking pool.
     pub async fn augment(
         self: &Arc<Self>,
         facets: RequestFacets,
@@ -485,6 +497,17 @@ impl PluginRuntime {
                     message: "no plugin slot became free within the timeout".into(),
                 })?
                 .expect("plugin semaphore is never closed");
+        // A fast-mode run is a few hundred microseconds of CPU: run it on
+        // this worker, after handing the worker's other tasks to another
+        // thread (block_in_place), instead of paying two thread handoffs
+        // through the blocking pool (+18% augmented throughput,
+        // BENCHMARKS.md). Full mode waits on the network: blocking pool.
+        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        if completer.is_none() && multi_thread {
+            let _permit = permit;
+            return tokio::task::block_in_place(|| self.retrieve_blocking(&facets, &params, None));
+        }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
