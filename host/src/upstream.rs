@@ -170,6 +170,8 @@ pub struct IdleTimeout {
     inner: ProxyBody,
     idle: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// An upstream error held back for one poll (see `poll_frame`).
+    held_error: Option<BoxError>,
 }
 
 impl IdleTimeout {
@@ -178,6 +180,7 @@ impl IdleTimeout {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            held_error: None,
         }
     }
 }
@@ -191,7 +194,21 @@ impl hyper::body::Body for IdleTimeout {
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(error) = this.held_error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            // hyper's server writes frames into a buffer and flushes it when
+            // the body has nothing ready; an error ends the connection at
+            // once, dropping what is buffered. An upstream that sends its
+            // head, a few chunks and then breaks would reach the client as
+            // nothing at all. Report "not ready" once, so the head and the
+            // chunks go out, then the error.
+            Poll::Ready(Some(Err(error))) => {
+                this.held_error = Some(error);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Ready(frame) => {
                 let next = tokio::time::Instant::now() + this.idle;
                 this.deadline.as_mut().reset(next);
@@ -286,6 +303,37 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that yields scripted frames.
+    struct Scripted(std::collections::VecDeque<std::result::Result<Bytes, BoxError>>);
+
+    impl hyper::body::Body for Scripted {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|r| r.map(hyper::body::Frame::data)))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_comes_after_a_pending_so_buffered_frames_flush() {
+        let inner = Scripted(
+            [
+                Ok(Bytes::from_static(b"data: 1\n\n")),
+                Err("upstream reset".into()),
+            ]
+            .into(),
+        );
+        let mut body = IdleTimeout::new(inner.boxed(), Duration::from_secs(60));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut poll = || hyper::body::Body::poll_frame(Pin::new(&mut body), &mut cx);
+        assert!(matches!(poll(), Poll::Ready(Some(Ok(_)))));
+        assert!(poll().is_pending(), "the error waits one poll");
+        assert!(matches!(poll(), Poll::Ready(Some(Err(e))) if e.to_string() == "upstream reset"));
+    }
 
     fn upstream(base: &str) -> Upstream {
         Upstream::new(&UpstreamConfig::new("t", UpstreamApi::Openai, base)).unwrap()
