@@ -14,7 +14,9 @@
 
 pub mod comment;
 pub mod compose;
+pub mod embed;
 pub mod facets;
+pub mod insight;
 pub mod known;
 pub mod raw;
 pub mod request;

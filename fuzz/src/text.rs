@@ -1,13 +1,14 @@
 //! Properties of `rescue_plugin::text`: request text to retrieval terms and
 //! the FTS5 query built from them.
 
-use rescue_plugin::text::{fts_any, is_stopword, terms, words};
+use rescue_plugin::text::{fts_any, is_stopword, shared_terms, terms, words};
 
 /// Checks one text. Properties: words are non-empty and hold no whitespace,
 /// quote or FTS5 operator character; terms
 /// are a duplicate-free subset of the words without stopwords, single
 /// letters or pure numbers; the FTS5 query is exactly `"t1" OR "t2" ...`,
-/// so request text can never inject query syntax.
+/// so request text can never inject query syntax; `shared_terms` counts
+/// what `terms` would.
 pub fn check(text: &str) {
     let words = words(text);
     for word in &words {
@@ -30,6 +31,17 @@ pub fn check(text: &str) {
         assert!(!is_stopword(term), "stopword term {term:?}");
         assert!(!terms[..i].contains(term), "duplicate term {term:?}");
     }
+
+    // The code level's allocation-free overlap count agrees with the terms.
+    let request: Vec<String> = ["sql", "query", "user", "name", "execute", "é"]
+        .map(String::from)
+        .to_vec();
+    let expected = terms.iter().filter(|t| request.contains(t)).count();
+    assert_eq!(
+        shared_terms(text, &request),
+        expected,
+        "shared terms of {text:?}"
+    );
 
     let query = fts_any(&terms);
     if terms.is_empty() {
