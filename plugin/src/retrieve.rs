@@ -18,9 +18,9 @@
 //! knowledge for hands its place to an in-scope direct parent or child.
 //!
 //! Code level: among the secure examples of the chosen CWEs in the request's
-//! language, the same fusion over three rankings (shared APIs and task
-//! words, semantic similarity of the example's task and cause, the rank of
-//! its CWE) picks the one example.
+//! language (in another one only when it has none), the same fusion over
+//! three rankings (shared APIs and task words, semantic similarity of the
+//! example's task and cause, the rank of its CWE) picks the one example.
 //!
 //! Full mode first asks the upstream model (host `llm` import) for the
 //! vulnerability causes of the task and a zero-shot draft: the cause text joins
@@ -85,10 +85,12 @@ const EXAMPLE_SQL: &str = "SELECT e.id, e.apis, e.intro, e.lines_after, \
        CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
      FROM example e WHERE e.cwe = ?1 AND e.language = ?2 ORDER BY length(e.code), e.id LIMIT 32";
 
-/// The same when the request's language is unknown: any language.
+/// The same in any other language (?2; '' when the request's is unknown):
+/// when none of the chosen CWEs has an example in the request's language,
+/// one in another language still shows the fix.
 const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.id, e.apis, e.intro, e.lines_after, \
        CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
-     FROM example e WHERE e.cwe = ?1 AND e.language <> '' AND ?2 = '' ORDER BY length(e.code), e.id LIMIT 32";
+     FROM example e WHERE e.cwe = ?1 AND e.language <> '' AND e.language <> ?2 ORDER BY length(e.code), e.id LIMIT 32";
 
 /// The chosen example's language and code.
 const EXAMPLE_CODE_SQL: &str = "SELECT language, code FROM example WHERE id = ?1";
@@ -561,42 +563,20 @@ fn semantic_facet(
     Ok(())
 }
 
-/// One example candidate at the code level.
-struct ExampleCandidate {
-    id: String,
-    cwe: i64,
-    /// Shared API calls (twice: the strongest signal RESCUE has) and shared
-    /// task words with the request.
-    overlap: i64,
-    similarity: f64,
-    /// Rank of the example's CWE among the injected ones (0 = best).
-    cwe_rank: usize,
-    /// Examples under three lines rarely show the fix.
-    too_short: bool,
-    /// Position in the shortest-first list of its CWE (ties go to shorter).
-    position: usize,
-}
-
-/// The secure example that best fits the request, among the examples of the
-/// chosen CWEs in the request's language (an example in another language
-/// costs tokens and teaches the wrong idioms): RRF of the overlap ranking,
-/// the semantic ranking and the CWE ranking.
-fn best_example(
+/// The example candidates of the chosen CWEs from one of the example queries.
+fn example_candidates(
     caps: &dyn Capabilities,
     chosen: &[&Candidate],
     language: &str,
     request_terms: &[String],
     query: Option<&[u8]>,
-) -> Result<Option<SecureExample>, PluginError> {
-    let mut pool: Vec<ExampleCandidate> = Vec::new();
+    sql: &str,
+) -> Result<Vec<ExampleCandidate>, PluginError> {
+    let mut pool = Vec::new();
     for (cwe_rank, candidate) in chosen.iter().enumerate() {
         let rows = caps
             .query(
-                if language.is_empty() {
-                    EXAMPLE_ANY_LANGUAGE_SQL
-                } else {
-                    EXAMPLE_SQL
-                },
+                sql,
                 &[
                     SqlValue::Integer(candidate.id),
                     SqlValue::Text(language.to_string()),
@@ -629,9 +609,63 @@ fn best_example(
             });
         }
     }
+    Ok(pool)
+}
+
+/// One example candidate at the code level.
+struct ExampleCandidate {
+    id: String,
+    cwe: i64,
+    /// Shared API calls (twice: the strongest signal RESCUE has) and shared
+    /// task words with the request.
+    overlap: i64,
+    similarity: f64,
+    /// Rank of the example's CWE among the injected ones (0 = best).
+    cwe_rank: usize,
+    /// Examples under three lines rarely show the fix.
+    too_short: bool,
+    /// Position in the shortest-first list of its CWE (ties go to shorter).
+    position: usize,
+}
+
+/// The secure example that best fits the request, among the examples of the
+/// chosen CWEs in the request's language (an example in another language
+/// costs tokens and teaches the wrong idioms): RRF of the overlap ranking,
+/// the semantic ranking and the CWE ranking.
+fn best_example(
+    caps: &dyn Capabilities,
+    chosen: &[&Candidate],
+    language: &str,
+    request_terms: &[String],
+    query: Option<&[u8]>,
+) -> Result<Option<SecureExample>, PluginError> {
+    let mut pool = example_candidates(
+        caps,
+        chosen,
+        language,
+        request_terms,
+        query,
+        if language.is_empty() {
+            EXAMPLE_ANY_LANGUAGE_SQL
+        } else {
+            EXAMPLE_SQL
+        },
+    )?;
+    // Same language preferred: other languages only when it has none.
+    if pool.is_empty() && !language.is_empty() {
+        pool = example_candidates(
+            caps,
+            chosen,
+            language,
+            request_terms,
+            query,
+            EXAMPLE_ANY_LANGUAGE_SQL,
+        )?;
+    }
     if pool.is_empty() {
         return Ok(None);
     }
+
     // Ranks with ties sharing the better rank, so equal evidence is not
     // ordered by accident.
     let ranks = |key: &dyn Fn(&ExampleCandidate) -> f64| -> Vec<usize> {
@@ -690,6 +724,7 @@ mod tests {
         semantic: Vec<Vec<SqlValue>>,
         neighbours: Vec<Vec<SqlValue>>,
         examples: Vec<Vec<SqlValue>>,
+        other_language_examples: Vec<Vec<SqlValue>>,
         calls: Vec<String>,
         vector: Vec<f32>,
         answer: Option<String>,
@@ -730,6 +765,8 @@ mod tests {
                     SqlValue::Text("python".into()),
                     SqlValue::Text(format!("# code of {id}")),
                 ]]
+            } else if sql == EXAMPLE_ANY_LANGUAGE_SQL {
+                self.other_language_examples.clone()
             } else {
                 self.examples.clone()
             })
@@ -1043,6 +1080,40 @@ mod tests {
             .unwrap();
         assert_eq!(a.example_id.as_deref(), Some("ex:fits"));
         assert!(a.text.contains("# code of ex:fits"));
+    }
+
+    #[test]
+    fn the_request_language_is_preferred_and_others_stand_in() {
+        let same = example_row("ex:python", "execute", "Run a query", 3, 0.5);
+        let other = example_row("ex:c", "execute", "Run a query", 3, 0.9);
+        let kb = FakeKb {
+            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            examples: vec![same],
+            other_language_examples: vec![other.clone()],
+            ..FakeKb::default()
+        };
+        let a = augment(&kb, &facets(TASK), &params())
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(a.example_id.as_deref(), Some("ex:python"));
+        assert!(
+            kb.queries
+                .borrow()
+                .iter()
+                .all(|(sql, _)| sql != EXAMPLE_ANY_LANGUAGE_SQL),
+            "no other-language query when the language has an example"
+        );
+        let kb = FakeKb {
+            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            other_language_examples: vec![other],
+            ..FakeKb::default()
+        };
+        let a = augment(&kb, &facets(TASK), &params())
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(a.example_id.as_deref(), Some("ex:c"));
     }
 
     #[test]
