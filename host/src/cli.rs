@@ -329,22 +329,33 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// A `--upstream`-style flag: replaces the base URL of the first upstream
+/// speaking `api`, or adds one.
+fn override_upstream(upstreams: &mut Vec<UpstreamConfig>, api: UpstreamApi, base_url: &str) {
+    match upstreams.iter_mut().find(|u| u.api == api) {
+        Some(upstream) => upstream.base_url = base_url.to_string(),
+        None => {
+            let name = match api {
+                UpstreamApi::Openai => "openai",
+                UpstreamApi::Anthropic => "anthropic",
+            };
+            upstreams.push(UpstreamConfig::new(name, api, base_url));
+        }
+    }
+}
+
 fn run_serve(args: ServeArgs) -> Result<()> {
     let mut config = load_config(&args.common)?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
     config.upstreams = config.effective_upstreams();
-    for (flag, api, name) in [
-        (args.upstream, UpstreamApi::Openai, "openai"),
-        (args.anthropic_upstream, UpstreamApi::Anthropic, "anthropic"),
+    for (flag, api) in [
+        (args.upstream, UpstreamApi::Openai),
+        (args.anthropic_upstream, UpstreamApi::Anthropic),
     ] {
-        let Some(base_url) = flag else { continue };
-        match config.upstreams.iter_mut().find(|u| u.api == api) {
-            Some(upstream) => upstream.base_url = base_url,
-            None => config
-                .upstreams
-                .push(UpstreamConfig::new(name, api, &base_url)),
+        if let Some(base_url) = flag {
+            override_upstream(&mut config.upstreams, api, &base_url);
         }
     }
     config.validate(
@@ -431,12 +442,7 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
         crate::config::RetrievalMode::Full => {
             let mut upstreams = config.effective_upstreams();
             if let Some(base_url) = &args.upstream {
-                match upstreams.iter_mut().find(|u| u.api == UpstreamApi::Openai) {
-                    Some(u) => u.base_url = base_url.clone(),
-                    None => {
-                        upstreams.push(UpstreamConfig::new("openai", UpstreamApi::Openai, base_url))
-                    }
-                }
+                override_upstream(&mut upstreams, UpstreamApi::Openai, base_url);
             }
             let model = args
                 .model

@@ -89,18 +89,24 @@ pub struct KbReader {
 impl KbReader {
     /// A reader over any SQLite file, unverified (for tests and tools).
     pub fn new(path: &Path, limits: QueryLimits) -> Self {
+        let embedder = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()
+            .and_then(|conn| load_embedder(&conn).ok())
+            .map(Arc::new);
+        Self::serving(path, limits, embedder)
+    }
+
+    /// A reader serving `served`, with no verification record.
+    fn serving(served: &Path, limits: QueryLimits, embedder: Option<Arc<Embedder>>) -> Self {
         Self {
-            served: path.to_path_buf(),
-            source: path.to_path_buf(),
+            served: served.to_path_buf(),
+            source: served.to_path_buf(),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             limits,
             queries: AtomicU64::new(0),
             query_nanos: AtomicU64::new(0),
             info: None,
-            embedder: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .ok()
-                .and_then(|conn| load_embedder(&conn).ok())
-                .map(Arc::new),
+            embedder,
             _snapshot: None,
         }
     }
@@ -142,10 +148,10 @@ impl KbReader {
         drop(conn);
         Ok(Self {
             info: Some(info),
-            embedder: Some(Arc::new(embedder)),
             source: path.to_path_buf(),
             _snapshot: Some(dir),
-            ..Self::new(&snapshot, limits)
+            // Loaded once, above: not again from the snapshot by `new`.
+            ..Self::serving(&snapshot, limits, Some(Arc::new(embedder)))
         })
     }
 
