@@ -2,7 +2,6 @@
 //! the host runs on whatever text the plugin passes to `embed.text-vector`:
 //! request-derived, and under a hostile plugin arbitrary.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use rescue_host::embed::{DIM, Embedder};
@@ -10,10 +9,8 @@ use rescue_host::embed::{DIM, Embedder};
 fn shipped() -> &'static Embedder {
     static MODEL: OnceLock<Embedder> = OnceLock::new();
     MODEL.get_or_init(|| {
-        Embedder::from_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/m2v-minilm-256"),
-        )
-        .expect("the shipped embedding model loads")
+        Embedder::from_dir(&rescue_host::kb::source_tree_embeddings())
+            .expect("the shipped embedding model loads")
     })
 }
 

@@ -348,18 +348,18 @@ fn is_cjk(c: char) -> bool {
         | 0x2F800..=0x2FA1F)
 }
 
+/// The source tree's model, loaded once per test binary.
+#[cfg(test)]
+pub(crate) fn shipped_for_tests() -> &'static Embedder {
+    static MODEL: std::sync::OnceLock<Embedder> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        Embedder::from_dir(&crate::kb::source_tree_embeddings()).expect("the shipped model loads")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
-
-    fn shipped() -> &'static Embedder {
-        static MODEL: OnceLock<Embedder> = OnceLock::new();
-        MODEL.get_or_init(|| {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/m2v-minilm-256");
-            Embedder::from_dir(&dir).expect("the shipped model loads")
-        })
-    }
 
     /// Texts with the token ids and rowq embedding the Python reference
     /// (embed.py, itself checked against model2vec) produced: accents, CJK,
@@ -367,11 +367,10 @@ mod tests {
     /// code, the empty text, and one longer than 512 tokens.
     #[test]
     fn matches_the_reference_implementation() {
-        let golden = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/m2v-minilm-256/golden.jsonl"),
-        )
-        .unwrap();
-        let model = shipped();
+        let golden =
+            std::fs::read_to_string(crate::kb::source_tree_embeddings().join("golden.jsonl"))
+                .unwrap();
+        let model = shipped_for_tests();
         let mut checked = 0;
         for line in golden.lines() {
             let case: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -406,7 +405,7 @@ mod tests {
 
     #[test]
     fn related_texts_are_closer_than_unrelated_ones() {
-        let model = shipped();
+        let model = shipped_for_tests();
         let query = to_le_bytes(&model.embed("sql query built from user input"));
         let injection =
             to_le_bytes(&model.embed(
@@ -420,7 +419,7 @@ mod tests {
 
     #[test]
     fn unknown_words_and_empty_text_give_no_signal() {
-        let model = shipped();
+        let model = shipped_for_tests();
         assert!(model.embed("").iter().all(|x| *x == 0.0));
         assert!(model.embed(&"x".repeat(150)).iter().all(|x| *x == 0.0));
         let v = model.embed("password");

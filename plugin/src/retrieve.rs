@@ -836,6 +836,14 @@ mod tests {
         }
     }
 
+    /// Runs retrieval and returns what it injects; fails if nothing is.
+    fn augmented(kb: &FakeKb, facets: &RequestFacets, params: &RetrievalParams) -> Augmentation {
+        augment(kb, facets, params)
+            .unwrap()
+            .augmentation
+            .expect("augmented")
+    }
+
     fn ids(hits: &[CweHit]) -> Vec<&str> {
         hits.iter().map(|c| c.id.as_str()).collect()
     }
@@ -907,17 +915,11 @@ mod tests {
         assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-79", "CWE-20"]);
         // Facet weights and the rank cut take effect.
         p.semantic_weight = 0.0;
-        let a = augment(&kb, &facets(TASK), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &p);
         assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-79"]);
         p.semantic_weight = 1.0;
         p.rank_cut = 1;
-        let a = augment(&kb, &facets(TASK), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &p);
         assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-20"]);
     }
 
@@ -1022,10 +1024,7 @@ mod tests {
         };
         let mut p = params();
         p.hierarchy_walk = true;
-        let a = augment(&kb, &facets("store the password"), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets("store the password"), &p);
         assert_eq!(ids(&a.cwes), ["CWE-256", "CWE-79"]);
         assert_eq!(a.cwes[0].via.as_deref(), Some("CWE-522"));
         assert_eq!(a.cwes[0].semantic.unwrap().rank, 1);
@@ -1036,10 +1035,7 @@ mod tests {
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
-        let a = augment(&kb, &facets("store the password"), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets("store the password"), &p);
         assert_eq!(ids(&a.cwes), ["CWE-79"]);
         assert_eq!(a.cwes[0].semantic.unwrap().rank, 1);
     }
@@ -1074,10 +1070,7 @@ mod tests {
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
-        let a = augment(&kb, &facets("sql query execute"), &params())
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets("sql query execute"), &params());
         assert_eq!(a.example_id.as_deref(), Some("ex:fits"));
         assert!(a.text.contains("# code of ex:fits"));
     }
@@ -1092,10 +1085,7 @@ mod tests {
             other_language_examples: vec![other.clone()],
             ..FakeKb::default()
         };
-        let a = augment(&kb, &facets(TASK), &params())
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &params());
         assert_eq!(a.example_id.as_deref(), Some("ex:python"));
         assert!(
             kb.queries
@@ -1109,10 +1099,7 @@ mod tests {
             other_language_examples: vec![other],
             ..FakeKb::default()
         };
-        let a = augment(&kb, &facets(TASK), &params())
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &params());
         assert_eq!(a.example_id.as_deref(), Some("ex:c"));
     }
 

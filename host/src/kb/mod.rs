@@ -67,11 +67,16 @@ impl BuildOptions {
             out,
             summarizer: SummarizerChoice::Offline,
             progress: false,
-            embeddings: Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(DEFAULT_EMBEDDINGS),
+            embeddings: source_tree_embeddings(),
         }
     }
+}
+
+/// The embedding model of the source tree this crate was compiled from.
+pub fn source_tree_embeddings() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_EMBEDDINGS)
 }
 
 /// The back-end of cluster-then-summarize.
@@ -240,18 +245,6 @@ mod tests {
     use super::build::{CweRow, ExampleRow, KbContent, write_kb};
     use super::*;
 
-    fn shipped_embedder() -> &'static crate::embed::Embedder {
-        static MODEL: std::sync::OnceLock<crate::embed::Embedder> = std::sync::OnceLock::new();
-        MODEL.get_or_init(|| {
-            crate::embed::Embedder::from_dir(
-                &Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join(DEFAULT_EMBEDDINGS),
-            )
-            .unwrap()
-        })
-    }
-
     fn tiny_content() -> KbContent {
         let cwe = |id: u32, name: &str, in_scope: bool| CweRow {
             id,
@@ -295,14 +288,24 @@ mod tests {
 
     fn tiny_kb() -> (Connection, String) {
         let mut conn = Connection::open_in_memory().unwrap();
-        let hash = write_kb(&mut conn, &tiny_content(), shipped_embedder()).unwrap();
+        let hash = write_kb(
+            &mut conn,
+            &tiny_content(),
+            crate::embed::shipped_for_tests(),
+        )
+        .unwrap();
         (conn, hash)
     }
 
     fn tiny_kb_file(dir: &Path) -> PathBuf {
         let path = dir.join("kb.sqlite");
         let mut conn = Connection::open(&path).unwrap();
-        write_kb(&mut conn, &tiny_content(), shipped_embedder()).unwrap();
+        write_kb(
+            &mut conn,
+            &tiny_content(),
+            crate::embed::shipped_for_tests(),
+        )
+        .unwrap();
         path
     }
 
@@ -653,7 +656,7 @@ mod tests {
         let sources = dir.path().join("sources");
         fixture::write_sources(&sources, 23, 7);
         let options = |out: &str| BuildOptions {
-            embeddings: BuildOptions::offline(PathBuf::new(), PathBuf::new()).embeddings,
+            embeddings: source_tree_embeddings(),
             sources: sources.clone(),
             out: dir.path().join(out),
             summarizer: SummarizerChoice::Llm(LlmConfig {

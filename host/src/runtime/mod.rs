@@ -581,6 +581,14 @@ mod tests {
         }
     }
 
+    /// Why a run failed; panics if it did not fail as a plugin run.
+    fn failure_kind(result: Result<Retrieval>) -> PluginFailure {
+        match result {
+            Err(Error::PluginRun { kind, .. }) => kind,
+            other => panic!("expected a plugin failure, got {other:?}"),
+        }
+    }
+
     fn params() -> RetrievalParams {
         RetrievalParams::from_config(
             &crate::config::RetrievalConfig::default(),
@@ -619,18 +627,9 @@ mod tests {
             },
         )
         .unwrap();
-        let err = runtime
-            .augment_blocking(&sql_task(), &params())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::PluginRun {
-                    kind: PluginFailure::Fuel,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            PluginFailure::Fuel
         );
     }
 
@@ -661,16 +660,9 @@ mod tests {
         .unwrap();
         let mut huge = sql_task();
         huge.task = "sql ".repeat(2 << 20);
-        let err = runtime.augment_blocking(&huge, &params()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::PluginRun {
-                    kind: PluginFailure::Memory,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            failure_kind(runtime.augment_blocking(&huge, &params())),
+            PluginFailure::Memory
         );
         // The failure was confined to that run's store.
         assert!(
@@ -771,18 +763,9 @@ mod tests {
             cache_dir: None,
         };
         let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
-        let err = runtime
-            .augment_blocking(&sql_task(), &params())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::PluginRun {
-                    kind: PluginFailure::Trap,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            PluginFailure::Trap
         );
     }
 
@@ -796,18 +779,9 @@ mod tests {
         };
         // Fuel first: deterministic.
         let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
-        let err = runtime
-            .augment_blocking(&sql_task(), &params())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::PluginRun {
-                    kind: PluginFailure::Fuel,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            PluginFailure::Fuel
         );
         // With fuel to spare, the wall-clock deadline (epochs) ends it.
         let runtime = PluginRuntime::new(
@@ -820,18 +794,9 @@ mod tests {
             },
         )
         .unwrap();
-        let err = runtime
-            .augment_blocking(&sql_task(), &params())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::PluginRun {
-                    kind: PluginFailure::Timeout,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            PluginFailure::Timeout
         );
     }
 
