@@ -370,6 +370,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     let runtime = crate::reload::load_runtime(&config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(config.worker_threads())
         .thread_name("rescue-worker")
         .build()
         .map_err(|source| Error::Io {

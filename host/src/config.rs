@@ -46,6 +46,11 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers) accepted; beyond it
     /// the connection gets 431.
     pub max_header_bytes: usize,
+    /// Async runtime worker threads; 0 (the default) means one per core plus
+    /// one per plugin slot (`plugin.max_instances`): a fast-mode plugin run
+    /// holds its worker, so this keeps a core's worth of workers free for
+    /// everything else while every slot is busy.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +63,7 @@ impl Default for ServerConfig {
             reload_poll_ms: 2_000,
             max_concurrent_requests: 1_024,
             max_header_bytes: 64 * 1024,
+            worker_threads: 0,
         }
     }
 }
@@ -216,7 +222,9 @@ pub struct PluginConfig {
     /// Set `cache = false` to always compile in memory.
     pub cache_dir: Option<PathBuf>,
     pub cache: bool,
-    /// Fuel for one run (about one unit per Wasm instruction).
+    /// Fuel for one run (about one unit per Wasm instruction); 0 (the
+    /// default) turns metering off: `timeout_ms` bounds a run either way, and
+    /// metering costs ~6% of a retrieval.
     pub fuel: u64,
     /// Wall-clock budget for one run, including waiting for a free slot.
     pub timeout_ms: u64,
@@ -232,7 +240,7 @@ impl Default for PluginConfig {
             path: None,
             cache_dir: None,
             cache: true,
-            fuel: 200_000_000,
+            fuel: 0,
             timeout_ms: 250,
             memory_limit_bytes: 64 * 1024 * 1024,
             // Measured (BENCHMARKS.md): more runs in flight than cores only
@@ -422,6 +430,18 @@ pub struct PolicyRule {
 }
 
 impl Config {
+    /// The async runtime's worker threads: as configured, or one per core plus
+    /// one per plugin slot.
+    pub fn worker_threads(&self) -> usize {
+        match self.server.worker_threads {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                cores + self.plugin.max_instances as usize
+            }
+            n => n,
+        }
+    }
+
     /// The configured upstreams, or the defaults when none are configured.
     pub fn effective_upstreams(&self) -> Vec<UpstreamConfig> {
         if self.upstreams.is_empty() {
@@ -521,8 +541,8 @@ impl Config {
                     .into(),
             );
         }
-        if self.plugin.fuel == 0 || self.plugin.timeout_ms == 0 {
-            return bad("plugin.fuel and plugin.timeout_ms must be positive".into());
+        if self.plugin.timeout_ms == 0 {
+            return bad("plugin.timeout_ms must be positive".into());
         }
         if self.plugin.memory_limit_bytes < 1024 * 1024 {
             return bad("plugin.memory_limit_bytes must be at least 1 MiB".into());

@@ -1,7 +1,7 @@
 //! Running the RESCUE plugin: one wasmtime `Engine`, the component compiled once
 //! (and cached on disk as precompiled code), an `InstancePre`, the pooling
-//! allocator, and a fresh `Store` per request with fuel, an epoch deadline and
-//! a memory cap.
+//! allocator, and a fresh `Store` per request with an epoch deadline, a memory
+//! cap and (optionally) fuel.
 //!
 //! The store is the whole of the plugin's world: a WASI context that grants
 //! nothing (no files, no sockets, no environment, frozen clocks), the knowledge
@@ -104,7 +104,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Resource bounds on one plugin run.
 #[derive(Debug, Clone)]
 pub struct PluginLimits {
-    /// Fuel units (roughly, Wasm instructions) one run may use.
+    /// Fuel units (roughly, Wasm instructions) one run may use; 0 turns
+    /// metering off (the timeout still bounds a run).
     pub fuel: u64,
     /// Wall-clock budget of one run, including waiting for a free slot.
     pub timeout: Duration,
@@ -346,13 +347,26 @@ impl PluginRuntime {
             // shootdowns across cores and a page fault per touched page on
             // the next (measured: BENCHMARKS.md).
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES);
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            // ...and rewrite only the pages the run wrote (Linux >= 6.7; a
+            // plain memset of the whole 1.1 MB memory otherwise): a
+            // retrieval dirties a fraction of it, and the memset was 16% of
+            // a run (BENCHMARKS.md).
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .consume_fuel(true)
+            // Fuel is optional: the epoch deadline already bounds a run's
+            // time, and metering costs ~6% of a retrieval (BENCHMARKS.md).
+            .consume_fuel(limits.fuel > 0)
             .epoch_interruption(true)
+            .profiler(if std::env::var_os("RESCUE_PERFMAP").is_some() {
+                // `perf` can then name the plugin's functions (BENCHMARKS.md).
+                wasmtime::ProfilingStrategy::PerfMap
+            } else {
+                wasmtime::ProfilingStrategy::None
+            })
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| plugin_err("engine", e))?;
 
@@ -441,9 +455,11 @@ impl PluginRuntime {
                 .as_ref()
                 .map_or(Duration::ZERO, |c| c.timeout() * MAX_COMPLETIONS_PER_RUN);
         let mut store = self.new_store(completer);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| plugin_err("fuel", e))?;
+        if self.limits.fuel > 0 {
+            store
+                .set_fuel(self.limits.fuel)
+                .map_err(|e| plugin_err("fuel", e))?;
+        }
         let ticks = (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
 
@@ -480,9 +496,17 @@ impl PluginRuntime {
     }
 
     /// One plugin run from async code: waits (within the timeout) for a free
-    /// slot, then runs where no other task is held up: in place on a
-    /// multi-threaded runtime's worker (its other tasks move to another
-    /// thread), otherwise (and for full mode) on the blocking pool.
+    /// slot, then runs a fast-mode call right here, on the runtime worker
+    /// that polls the request; full mode, which waits on the network, runs
+    /// on the blocking pool.
+    ///
+    /// Running in place holds the worker for the few hundred microseconds of
+    /// a retrieval. The server sizes its runtime at cores + plugin slots
+    /// workers (`server.worker_threads`), so while every slot is busy there
+    /// are still as many free workers as cores to serve and steal everything
+    /// else, and no handoff is paid per request: measured against
+    /// `block_in_place` (+14% CPU per request) and a dedicated thread pool
+    /// (+15%) in BENCHMARKS.md.
     pub async fn augment(
         self: &Arc<Self>,
         facets: RequestFacets,
@@ -497,16 +521,9 @@ impl PluginRuntime {
                     message: "no plugin slot became free within the timeout".into(),
                 })?
                 .expect("plugin semaphore is never closed");
-        // A fast-mode run is a few hundred microseconds of CPU: run it on
-        // this worker, after handing the worker's other tasks to another
-        // thread (block_in_place), instead of paying two thread handoffs
-        // through the blocking pool (+18% augmented throughput,
-        // BENCHMARKS.md). Full mode waits on the network: blocking pool.
-        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread;
-        if completer.is_none() && multi_thread {
+        if completer.is_none() {
             let _permit = permit;
-            return tokio::task::block_in_place(|| self.retrieve_blocking(&facets, &params, None));
+            return self.retrieve_blocking(&facets, &params, None);
         }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -770,7 +787,7 @@ mod tests {
     }
 
     #[test]
-    fn a_looping_plugin_is_stopped_by_fuel_or_deadline() {
+    fn a_looping_plugin_is_stopped_by_fuel_or_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let looping = "(loop $forever (br $forever)) unreachable";
         let source = PluginSource {
@@ -789,6 +806,21 @@ mod tests {
             shipped_kb(),
             PluginLimits {
                 fuel: u64::MAX / 2,
+                timeout: Duration::from_millis(50),
+                ..limits()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            PluginFailure::Timeout
+        );
+        // Without metering (the default), the deadline alone ends it.
+        let runtime = PluginRuntime::new(
+            &source,
+            shipped_kb(),
+            PluginLimits {
+                fuel: 0,
                 timeout: Duration::from_millis(50),
                 ..limits()
             },
