@@ -121,10 +121,10 @@ fn kb_queries(c: &mut Criterion) {
     let semantic = plugin_sql::semantic_sql();
     let example = plugin_sql::example_sql();
     let terms = rescue_plugin::text::terms(SQL_TASK);
-    let fts = rescue_plugin::text::fts_any(&terms);
-    // ?1 the query, ?2 language, ?3 CWE scope ('' = all).
+    let words = rescue_plugin::text::json_array(&terms);
+    // ?1 the words (JSON array), ?2 language, ?3 CWE scope ('' = all).
     let search_params = [
-        SqlValue::Text(fts.clone()),
+        SqlValue::Text(words.clone()),
         SqlValue::Text("python".into()),
         SqlValue::Text(String::new()),
     ];

@@ -4,7 +4,7 @@
 
 const RETRIEVE_RS: &str = include_str!("../../plugin/src/retrieve.rs");
 
-/// The lexical facet (BM25 over `cwe_fts`); parameters: FTS query,
+/// The lexical facet (precomputed BM25 per word); parameters: the words as a JSON array,
 /// language, CWE scope ('' = no filter).
 pub fn search_sql() -> String {
     string_const(RETRIEVE_RS, "LEXICAL_SQL").expect("LEXICAL_SQL in plugin/src/retrieve.rs")
@@ -85,7 +85,7 @@ mod tests {
     fn finds_the_plugin_statements() {
         let search = search_sql();
         assert!(search.starts_with("SELECT c.id"), "{search}");
-        assert!(search.contains("cwe_fts MATCH ?1"), "{search}");
+        assert!(search.contains("json_each(?1)"), "{search}");
         assert!(search.contains("LIMIT"), "{search}");
         assert_eq!(parameter_count(&search), 3, "{search}");
         assert!(semantic_sql().contains("vector_dot(v.vector, ?1)"));

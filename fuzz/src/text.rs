@@ -1,14 +1,14 @@
 //! Properties of `rescue_plugin::text`: request text to retrieval terms and
-//! the FTS5 query built from them.
+//! the lexical query's JSON array built from them.
 
-use rescue_plugin::text::{fts_any, is_stopword, shared_terms, terms, words};
+use rescue_plugin::text::{is_stopword, json_array, shared_terms, terms, words};
 
 /// Checks one text. Properties: words are non-empty and hold no whitespace,
 /// quote or FTS5 operator character; terms
 /// are a duplicate-free subset of the words without stopwords, single
-/// letters or pure numbers; the FTS5 query is exactly `"t1" OR "t2" ...`,
-/// so request text can never inject query syntax; `shared_terms` counts
-/// what `terms` would.
+/// letters or pure numbers; the lexical query's parameter is a JSON array of
+/// exactly the terms (and of any strings at all), so request text can never
+/// change its shape; `shared_terms` counts what `terms` would.
 pub fn check(text: &str) {
     let words = words(text);
     for word in &words {
@@ -43,25 +43,16 @@ pub fn check(text: &str) {
         "shared terms of {text:?}"
     );
 
-    let query = fts_any(&terms);
-    if terms.is_empty() {
-        assert!(query.is_empty());
-        return;
-    }
-    let parts: Vec<&str> = query.split(" OR ").collect();
-    assert_eq!(
-        parts.len(),
-        terms.len(),
-        "query {query:?} has extra operators"
-    );
-    for (part, term) in parts.iter().zip(&terms) {
-        let inner = part
-            .strip_prefix('"')
-            .and_then(|p| p.strip_suffix('"'))
-            .unwrap_or_else(|| panic!("{part:?} is not one quoted term"));
-        assert!(!inner.contains('"'), "quote inside {part:?}");
-        assert_eq!(inner, term.replace('"', ""));
-    }
+    // The lexical query's parameter is a JSON array holding exactly the
+    // terms, whatever they contain.
+    let query = json_array(&terms);
+    let parsed: Vec<String> = serde_json::from_str(&query)
+        .unwrap_or_else(|e| panic!("{query:?} is not a JSON array of strings: {e}"));
+    assert_eq!(parsed, terms, "{query:?}");
+    let arbitrary: Vec<String> = text.split(' ').map(String::from).collect();
+    let parsed: Vec<String> = serde_json::from_str(&json_array(&arbitrary))
+        .unwrap_or_else(|e| panic!("raw words of {text:?}: {e}"));
+    assert_eq!(parsed, arbitrary);
 }
 
 #[cfg(test)]

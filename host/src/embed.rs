@@ -259,14 +259,27 @@ pub fn dot_le_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
     if a.len() != b.len() || !a.len().is_multiple_of(4) {
         return None;
     }
-    let sum: f32 = a
-        .chunks_exact(4)
-        .zip(b.chunks_exact(4))
-        .map(|(x, y)| {
-            f32::from_le_bytes([x[0], x[1], x[2], x[3]])
-                * f32::from_le_bytes([y[0], y[1], y[2], y[3]])
-        })
-        .sum();
+    // Eight independent running sums: one serial chain of float additions
+    // cannot be vectorised (their order is part of the result) and was 5% of
+    // a retrieval; eight lanes compile to SIMD.
+    const LANES: usize = 8;
+    let mut lanes = [0f32; LANES];
+    let (a_blocks, b_blocks) = (a.chunks_exact(4 * LANES), b.chunks_exact(4 * LANES));
+    let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
+    for (x, y) in a_blocks.zip(b_blocks) {
+        for (lane, (x, y)) in lanes
+            .iter_mut()
+            .zip(x.chunks_exact(4).zip(y.chunks_exact(4)))
+        {
+            *lane += f32::from_le_bytes([x[0], x[1], x[2], x[3]])
+                * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for (x, y) in a_rest.chunks_exact(4).zip(b_rest.chunks_exact(4)) {
+        sum += f32::from_le_bytes([x[0], x[1], x[2], x[3]])
+            * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+    }
     Some(f64::from(sum))
 }
 
@@ -433,6 +446,24 @@ mod tests {
         assert_eq!(dot_le_bytes(&[0; 6], &[0; 6]), None);
         let a = to_le_bytes(&[1.0, 2.0]);
         assert_eq!(dot_le_bytes(&a, &a), Some(5.0));
+    }
+
+    #[test]
+    fn dot_matches_the_plain_sum_at_every_length() {
+        for len in 0..70 {
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
+                .collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 53 % 13) as f32 - 6.0) / 3.0)
+                .collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            let fast = dot_le_bytes(&to_le_bytes(&a), &to_le_bytes(&b)).unwrap();
+            assert!(
+                (fast - plain).abs() < 1e-4,
+                "length {len}: {fast} vs {plain}"
+            );
+        }
     }
 
     #[test]

@@ -372,14 +372,28 @@ pub fn terms(text: &str) -> Vec<String> {
     seen
 }
 
-/// An FTS5 query that matches any of the terms. Each term is quoted, so no
-/// request text can inject FTS5 query syntax.
-pub fn fts_any(terms: &[String]) -> String {
-    terms
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "")))
-        .collect::<Vec<_>>()
-        .join(" OR ")
+/// The terms as a JSON array of strings, the lexical query's parameter
+/// (read with SQLite's `json_each`). Every character that JSON requires to be
+/// escaped is, so no request text can change the array's shape.
+pub fn json_array(terms: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, term) in terms.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in term.chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+    out
 }
 
 #[cfg(test)]
@@ -426,8 +440,9 @@ mod tests {
     }
 
     #[test]
-    fn fts_query_cannot_smuggle_syntax() {
-        let q = fts_any(&["a\"b".to_string(), "near".to_string()]);
-        assert_eq!(q, "\"ab\" OR \"near\"");
+    fn json_array_escapes_what_json_requires() {
+        let terms = ["a\"b", "c\\d", "e\nf", "né"].map(String::from);
+        assert_eq!(json_array(&terms), r#"["a\"b","c\\d","e\u000af","né"]"#);
+        assert_eq!(json_array(&[]), "[]");
     }
 }

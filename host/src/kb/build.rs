@@ -921,6 +921,9 @@ pub(crate) fn write_kb(
     // canonical page order: both make the shadow tables and the bytes a
     // function of the content alone.
     conn.execute("INSERT INTO cwe_fts (cwe_fts) VALUES ('optimize')", [])?;
+    let tx = conn.transaction()?;
+    super::lexical::build_index(&tx)?;
+    tx.commit()?;
     conn.execute_batch("VACUUM")?;
 
     let hash = content_hash(conn)?;

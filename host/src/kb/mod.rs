@@ -20,6 +20,7 @@ mod diff;
 #[cfg(test)]
 mod fixture;
 mod hash;
+pub mod lexical;
 mod pairs;
 mod progress;
 pub mod schema;

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -122,6 +122,25 @@ CREATE TABLE example_vector (
   example TEXT PRIMARY KEY,
   vector BLOB NOT NULL
 );
+
+-- The lexical facet without FTS5 at serve time (host/src/kb/lexical.rs):
+-- FTS5's score for every word a request could send, asked of cwe_fts one
+-- word at a time at build time, with the column weights of
+-- kb::lexical::COLUMN_WEIGHTS. The score of an OR of words is the sum of
+-- theirs:
+--   SELECT p.cwe, sum(p.score) FROM json_each(?) q
+--     JOIN lexical_word w ON w.word = q.value
+--     JOIN lexical_posting p ON p.stem = w.stem GROUP BY p.cwe
+CREATE TABLE lexical_word (
+  word TEXT PRIMARY KEY,               -- lowercase, as the plugin splits text
+  stem INTEGER NOT NULL                -- words FTS5 stems alike share it
+) WITHOUT ROWID;
+CREATE TABLE lexical_posting (
+  stem INTEGER NOT NULL,
+  cwe INTEGER NOT NULL,                -- an in-scope CWE whose indexed text holds the stem
+  score REAL NOT NULL,                 -- -bm25(cwe_fts, weights) of the one-word query
+  PRIMARY KEY (stem, cwe)
+) WITHOUT ROWID;
 
 CREATE VIRTUAL TABLE cwe_fts USING fts5(
   name, description, guideline, cause, tasks, apis,
