@@ -247,18 +247,60 @@ impl Embedder {
     }
 }
 
-/// Little-endian bytes of a vector, as stored in `cwe_vector.vector` and
-/// passed to the `vector_dot` SQL function.
+/// Little-endian f32 bytes of a vector: the form the plugin passes its query
+/// vector to the `vector_dot` SQL function in.
 pub fn to_le_bytes(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Dot product of two little-endian f32 vectors given as bytes; `None` when
-/// the lengths differ or are not whole floats.
+/// Little-endian IEEE half-precision bytes of a vector (round to nearest
+/// even): the form the KB stores vectors in. Half the size of f32, so a row
+/// with its vector fits in one b-tree cell; the rounding error (< 0.05% per
+/// component) moves a cosine by about 1e-4.
+pub fn to_f16_le_bytes(vector: &[f32]) -> Vec<u8> {
+    vector
+        .iter()
+        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+        .collect()
+}
+
+/// Dimensions `dot_le_bytes` converts on the stack; longer half-precision
+/// vectors are converted in a heap buffer.
+const STACK_DIMS: usize = 512;
+
+/// Dot product of two little-endian vectors given as bytes: both f32 (equal
+/// lengths), or one f16 and one f32 (one twice as long as the other: the
+/// KB's stored vector against a query). `None` for any other pair of lengths.
 pub fn dot_le_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
-    if a.len() != b.len() || !a.len().is_multiple_of(4) {
+    if a.len() == b.len() {
+        return a.len().is_multiple_of(4).then(|| dot_f32(a, b));
+    }
+    let (half, full) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    if half.len() * 2 != full.len() || !half.len().is_multiple_of(2) {
         return None;
     }
+    use half::f16;
+    use half::slice::HalfFloatSliceExt;
+    let dims = half.len() / 2;
+    let (mut halves_on_stack, mut floats_on_stack) = ([f16::ZERO; STACK_DIMS], [0f32; STACK_DIMS]);
+    let (mut halves_on_heap, mut floats_on_heap) = (Vec::new(), Vec::new());
+    let (halves, floats): (&mut [f16], &mut [f32]) = if dims <= STACK_DIMS {
+        (&mut halves_on_stack[..dims], &mut floats_on_stack[..dims])
+    } else {
+        halves_on_heap.resize(dims, f16::ZERO);
+        floats_on_heap.resize(dims, 0.0);
+        (&mut halves_on_heap, &mut floats_on_heap)
+    };
+    for (slot, x) in halves.iter_mut().zip(half.chunks_exact(2)) {
+        *slot = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+    }
+    // In bulk: F16C instructions where the CPU has them.
+    halves.convert_to_f32_slice(floats);
+    Some(dot_f32_slice(floats, full))
+}
+
+/// Dot product of two little-endian f32 byte vectors of equal length.
+fn dot_f32(a: &[u8], b: &[u8]) -> f64 {
     // Eight independent running sums: one serial chain of float additions
     // cannot be vectorised (their order is part of the result) and was 5% of
     // a retrieval; eight lanes compile to SIMD.
@@ -280,7 +322,26 @@ pub fn dot_le_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
         sum += f32::from_le_bytes([x[0], x[1], x[2], x[3]])
             * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
     }
-    Some(f64::from(sum))
+    f64::from(sum)
+}
+
+/// Dot product of f32 values with a little-endian f32 byte vector of the same
+/// dimension, in eight lanes like [`dot_f32`].
+fn dot_f32_slice(a: &[f32], b: &[u8]) -> f64 {
+    const LANES: usize = 8;
+    let mut lanes = [0f32; LANES];
+    let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b.chunks_exact(4 * LANES));
+    let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
+    for (x, y) in a_blocks.zip(b_blocks) {
+        for (lane, (x, y)) in lanes.iter_mut().zip(x.iter().zip(y.chunks_exact(4))) {
+            *lane += x * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for (x, y) in a_rest.iter().zip(b_rest.chunks_exact(4)) {
+        sum += x * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+    }
+    f64::from(sum)
 }
 
 /// BERT's normaliser: drop NUL, U+FFFD and other control/format characters
@@ -442,10 +503,41 @@ mod tests {
 
     #[test]
     fn dot_refuses_mismatched_vectors() {
-        assert_eq!(dot_le_bytes(&[0; 8], &[0; 4]), None);
+        assert_eq!(dot_le_bytes(&[0; 8], &[0; 12]), None);
         assert_eq!(dot_le_bytes(&[0; 6], &[0; 6]), None);
+        // Two dimensions in half precision against two in f32.
+        assert_eq!(dot_le_bytes(&[0; 8], &[0; 4]), Some(0.0));
         let a = to_le_bytes(&[1.0, 2.0]);
         assert_eq!(dot_le_bytes(&a, &a), Some(5.0));
+        // Half precision against f32: the shorter side is f16.
+        let h = to_f16_le_bytes(&[1.0, 2.0]);
+        assert_eq!(dot_le_bytes(&h, &a), Some(5.0));
+        assert_eq!(dot_le_bytes(&a, &h), Some(5.0));
+        assert_eq!(dot_le_bytes(&h[..2], &a), None);
+        assert_eq!(dot_le_bytes(&[0; 3], &[0; 6]), None);
+    }
+
+    #[test]
+    fn half_precision_keeps_cosines_to_a_ten_thousandth() {
+        let model = shipped_for_tests();
+        let query = model.embed("sql query built from user input");
+        for text in [
+            "improper neutralization of special elements used in an sql command",
+            "sum the even fibonacci numbers below a limit",
+            "path traversal through user supplied file names",
+        ] {
+            let stored = model.embed(text);
+            let exact = dot_le_bytes(&to_le_bytes(&stored), &to_le_bytes(&query)).unwrap();
+            let halved = dot_le_bytes(&to_f16_le_bytes(&stored), &to_le_bytes(&query)).unwrap();
+            assert!((exact - halved).abs() < 1e-4, "{text}: {exact} vs {halved}");
+        }
+        let long: Vec<f32> = (0..600).map(|i| (i % 7) as f32 / 10.0).collect();
+        let exact = dot_le_bytes(&to_le_bytes(&long), &to_le_bytes(&long)).unwrap();
+        let halved = dot_le_bytes(&to_f16_le_bytes(&long), &to_le_bytes(&long)).unwrap();
+        assert!(
+            (exact - halved).abs() < 1e-3 * exact,
+            "beyond the stack buffer"
+        );
     }
 
     #[test]

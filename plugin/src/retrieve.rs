@@ -55,21 +55,21 @@ pub const LEXICAL_SQL: &str = "SELECT c.id, c.name, s.score \
        AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
      ORDER BY s.score DESC, c.id LIMIT 20";
 
-/// In-scope weaknesses by cosine similarity to the query vector (?1).
-const SEMANTIC_SQL: &str = "SELECT c.id, c.name, vector_dot(v.vector, ?1) AS similarity \
-     FROM cwe c INDEXED BY cwe_in_scope JOIN cwe_vector v ON v.cwe = c.id \
-     WHERE c.in_scope = 1 \
-       AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
-       AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
-     ORDER BY similarity DESC LIMIT 20";
+/// In-scope weaknesses by cosine similarity to the query vector (?1): one
+/// range scan of cwe_vector, which carries the filter columns.
+const SEMANTIC_SQL: &str = "SELECT v.cwe, v.name, vector_dot(v.vector, ?1) AS similarity \
+     FROM cwe_vector v WHERE v.in_scope = 1 \
+       AND (?2 = '' OR v.languages = '' OR instr(',' || v.languages || ',', ',' || ?2 || ',') > 0) \
+       AND (?3 = '' OR instr(?3, ',' || v.cwe || ',') > 0) \
+     ORDER BY similarity DESC, v.cwe LIMIT 20";
 
 /// Every weakness (in scope or not) by cosine similarity, for the hierarchy
 /// walk; `in_scope` says which ones the KB has knowledge for. Most of the
 /// catalog is out of scope, so it takes many rows to fill the rank cut.
-const SEMANTIC_ALL_SQL: &str = "SELECT c.id, c.name, vector_dot(v.vector, ?1) AS similarity, c.in_scope \
-     FROM cwe_vector v JOIN cwe c ON c.id = v.cwe \
-     WHERE (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
-     ORDER BY similarity DESC LIMIT 120";
+const SEMANTIC_ALL_SQL: &str = "SELECT v.cwe, v.name, vector_dot(v.vector, ?1) AS similarity, v.in_scope \
+     FROM cwe_vector v \
+     WHERE (?2 = '' OR v.languages = '' OR instr(',' || v.languages || ',', ',' || ?2 || ',') > 0) \
+     ORDER BY similarity DESC, v.cwe LIMIT 120";
 
 /// In-scope direct parents and children of ?1 (ChildOf, research view).
 const NEIGHBOURS_SQL: &str = "SELECT c.id, c.name FROM cwe_parent p \
@@ -85,20 +85,22 @@ const GUIDELINE_SQL: &str =
     "SELECT c.id, c.guideline FROM json_each(?1) j JOIN cwe c ON c.id = j.value ORDER BY j.key";
 
 /// Candidate secure examples of one CWE in the request's language, shortest
-/// first (an index seek on example(cwe, language, length(code), id)), with
-/// their semantic similarity to the query vector (?3; NULL without one).
-/// No code: only the chosen example's code crosses into the sandbox
-/// (EXAMPLE_CODE_SQL), which halves the cost of a retrieval.
-const EXAMPLE_SQL: &str = "SELECT e.id, e.apis, e.intro, e.lines_after, \
-       CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
-     FROM example e WHERE e.cwe = ?1 AND e.language = ?2 ORDER BY length(e.code), e.id LIMIT 32";
+/// first (a range scan of example_candidate, which holds everything ranked
+/// here), with their semantic similarity to the query vector (?3; NULL
+/// without one). No code: only the chosen example's code crosses into the
+/// sandbox (EXAMPLE_CODE_SQL), which halves the cost of a retrieval.
+const EXAMPLE_SQL: &str = "SELECT e.example, e.apis, e.intro, e.lines_after, \
+       CASE WHEN ?3 IS NULL OR e.vector IS NULL THEN 0.0 ELSE vector_dot(e.vector, ?3) END \
+     FROM example_candidate e WHERE e.cwe = ?1 AND e.language = ?2 \
+     ORDER BY e.code_length, e.example LIMIT 32";
 
 /// The same in any other language (?2; '' when the request's is unknown):
 /// when none of the chosen CWEs has an example in the request's language,
 /// one in another language still shows the fix.
-const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.id, e.apis, e.intro, e.lines_after, \
-       CASE WHEN ?3 IS NULL THEN 0.0 ELSE coalesce((SELECT vector_dot(v.vector, ?3) FROM example_vector v WHERE v.example = e.id), 0.0) END \
-     FROM example e WHERE e.cwe = ?1 AND e.language <> '' AND e.language <> ?2 ORDER BY length(e.code), e.id LIMIT 32";
+const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.example, e.apis, e.intro, e.lines_after, \
+       CASE WHEN ?3 IS NULL OR e.vector IS NULL THEN 0.0 ELSE vector_dot(e.vector, ?3) END \
+     FROM example_candidate e WHERE e.cwe = ?1 AND e.language <> '' AND e.language <> ?2 \
+     ORDER BY e.code_length, e.example LIMIT 32";
 
 /// The chosen example's language and code.
 const EXAMPLE_CODE_SQL: &str = "SELECT language, code FROM example WHERE id = ?1";

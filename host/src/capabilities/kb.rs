@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::embed::{self, Embedder};
@@ -312,9 +312,8 @@ fn run_query(
         ));
     }
     let columns = stmt.column_count();
-    let bound: Vec<Value> = params.iter().map(to_sqlite).collect();
     let mut rows = stmt
-        .query(rusqlite::params_from_iter(bound.iter()))
+        .query(rusqlite::params_from_iter(params.iter()))
         .map_err(classify)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(classify)? {
@@ -344,13 +343,17 @@ fn classify(error: rusqlite::Error) -> QueryError {
     }
 }
 
-fn to_sqlite(value: &SqlValue) -> Value {
-    match value {
-        SqlValue::Null => Value::Null,
-        SqlValue::Integer(i) => Value::Integer(*i),
-        SqlValue::Real(f) => Value::Real(*f),
-        SqlValue::Text(s) => Value::Text(s.clone()),
-        SqlValue::Blob(b) => Value::Blob(b.clone()),
+/// Parameters are bound by reference: the plugin's query vector and word
+/// lists are not copied again on their way into SQLite.
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(i) => ValueRef::Integer(*i),
+            SqlValue::Real(f) => ValueRef::Real(*f),
+            SqlValue::Text(s) => ValueRef::Text(s.as_bytes()),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }))
     }
 }
 

@@ -884,7 +884,10 @@ pub(crate) fn write_kb(
             insert.execute(params![id as i64, piece, f64::from(scale), bytes])?;
         }
 
-        let mut insert = tx.prepare("INSERT INTO cwe_vector (cwe, vector) VALUES (?1, ?2)")?;
+        let mut insert = tx.prepare(
+            "INSERT INTO cwe_vector (in_scope, cwe, languages, name, vector) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         let mut cwes: Vec<&CweRow> = content.cwes.iter().collect();
         cwes.sort_by_key(|c| c.id);
         for c in cwes {
@@ -892,19 +895,39 @@ pub(crate) fn write_kb(
             // A text with no known token has no direction; leaving the row
             // out keeps it from matching everything equally (cosine 0).
             if vector.iter().any(|x| *x != 0.0) {
-                insert.execute(params![c.id, embed::to_le_bytes(&vector)])?;
+                insert.execute(params![
+                    c.in_scope,
+                    c.id,
+                    c.languages,
+                    c.name,
+                    embed::to_f16_le_bytes(&vector)
+                ])?;
             }
         }
 
-        let mut insert =
-            tx.prepare("INSERT INTO example_vector (example, vector) VALUES (?1, ?2)")?;
+        let mut insert = tx.prepare(
+            "INSERT INTO example_candidate \
+             (cwe, language, code_length, example, lines_after, apis, intro, vector) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
         let mut examples: Vec<&ExampleRow> = content.examples.iter().collect();
         examples.sort_by(|a, b| a.id.cmp(&b.id));
         for e in examples {
             let vector = embedder.embed(&format!("{} {}", e.intro, e.cause));
-            if vector.iter().any(|x| *x != 0.0) {
-                insert.execute(params![e.id, embed::to_le_bytes(&vector)])?;
-            }
+            let vector = vector
+                .iter()
+                .any(|x| *x != 0.0)
+                .then(|| embed::to_f16_le_bytes(&vector));
+            insert.execute(params![
+                e.cwe,
+                e.language,
+                e.code.chars().count() as i64,
+                e.id,
+                e.lines_after as i64,
+                e.apis,
+                e.intro,
+                vector
+            ])?;
         }
 
         let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;

@@ -85,8 +85,6 @@ CREATE TABLE example (
   commit_link TEXT NOT NULL            -- the upstream fix the code comes from (its project's license applies); '' for the catalog
 );
 CREATE INDEX example_by_cwe ON example (cwe, id);
--- The plugin's example lookup: one CWE, one language, shortest first.
-CREATE INDEX example_by_cwe_language_length ON example (cwe, language, length(code), id);
 
 -- Full-text index for BM25 retrieval, one row per in-scope CWE, rowid = cwe id.
 -- `tasks` holds coding tasks phrased as users phrase them, which is what
@@ -105,23 +103,39 @@ CREATE TABLE embedding_token (
   vector BLOB NOT NULL
 );
 
--- The embedding of every weakness (in scope or not, so the hierarchy walk
--- can start from a weakness the KB has no knowledge for): name, description,
--- cause and guideline, L2-normalised, 256 little-endian f32. Compare with
--- the SQL function vector_dot(vector, ?) the plugin's connections provide.
+-- The semantic facet's table: the embedding of every weakness (in scope or
+-- not, so the hierarchy walk can start from a weakness the KB has no
+-- knowledge for) of its name, description, cause and guideline,
+-- L2-normalised, as 256 little-endian IEEE half floats (512 bytes), next to
+-- the columns the facet filters on and returns, so the facet is one range
+-- scan (in_scope = 1) with no lookups. Compare with the SQL function
+-- vector_dot(vector, ?) the plugin's connections provide (? = f32 bytes).
+-- A weakness whose text has no known token has no row.
 CREATE TABLE cwe_vector (
-  cwe INTEGER PRIMARY KEY,
-  vector BLOB NOT NULL
-);
+  in_scope INTEGER NOT NULL,
+  cwe INTEGER NOT NULL,
+  languages TEXT NOT NULL,             -- as cwe.languages
+  name TEXT NOT NULL,
+  vector BLOB NOT NULL,
+  PRIMARY KEY (in_scope, cwe)
+) WITHOUT ROWID;
 
--- The embedding of each example's task and cause (intro, cause), for the
--- code-level choice of an example; same format as cwe_vector.
--- (A rowid table: in a WITHOUT ROWID b-tree a 1 KiB vector spills to an
--- overflow page of its own.)
-CREATE TABLE example_vector (
-  example TEXT PRIMARY KEY,
-  vector BLOB NOT NULL
-);
+-- The code level's candidates: per example, what the plugin ranks it by
+-- (API set, task, length) and the embedding of its task and cause (intro,
+-- cause; half floats as in cwe_vector; NULL without a known token), in the
+-- order the plugin reads them (one CWE, one language, shortest first): one
+-- range scan, no lookups. The code itself stays in `example`.
+CREATE TABLE example_candidate (
+  cwe INTEGER NOT NULL,
+  language TEXT NOT NULL,              -- as example.language
+  code_length INTEGER NOT NULL,        -- length(example.code) in characters
+  example TEXT NOT NULL,               -- example.id
+  lines_after INTEGER NOT NULL,
+  apis TEXT NOT NULL,
+  intro TEXT NOT NULL,
+  vector BLOB,
+  PRIMARY KEY (cwe, language, code_length, example)
+) WITHOUT ROWID;
 
 -- The lexical facet without FTS5 at serve time (host/src/kb/lexical.rs):
 -- FTS5's score for every word a request could send, asked of cwe_fts one
