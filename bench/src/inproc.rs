@@ -67,6 +67,7 @@ pub fn runtime(kb: &Path) -> Result<PluginRuntime> {
 
 pub fn default_params() -> RetrievalParams {
     let r = Config::default().retrieval;
+    // As the proxy asks: no candidate ranking (`explain`), only what is injected.
     RetrievalParams::from_config(&r, r.mode, r.top_k, vec![])
 }
 

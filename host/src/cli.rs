@@ -434,8 +434,10 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
         Some(_) => crate::config::RetrievalMode::Fast,
         None => config.retrieval.mode,
     };
-    let params =
-        RetrievalParams::from_config(&config.retrieval, mode, config.retrieval.top_k, vec![]);
+    let params = RetrievalParams {
+        explain: true,
+        ..RetrievalParams::from_config(&config.retrieval, mode, config.retrieval.top_k, vec![])
+    };
     // Full mode needs what a proxied request brings: an upstream, a model
     // and the client's key; here they come from flags and the environment.
     let full_mode = match mode {

@@ -128,12 +128,15 @@ pub fn retrieve(runtime: &PluginRuntime, config: &Config, task: &Task) -> Result
         facets.language = Some(lang.clone());
     }
     // Fast mode: evaluation must not call an upstream.
-    let params = RetrievalParams::from_config(
-        &config.retrieval,
-        crate::config::RetrievalMode::Fast,
-        config.retrieval.top_k,
-        vec![],
-    );
+    let params = RetrievalParams {
+        explain: true,
+        ..RetrievalParams::from_config(
+            &config.retrieval,
+            crate::config::RetrievalMode::Fast,
+            config.retrieval.top_k,
+            vec![],
+        )
+    };
     let gated = crate::policy::should_augment(config.augment.policy, &facets);
     let retrieval = runtime.augment_blocking(&facets, &params)?;
     let injected = match (gated, retrieval.augmentation) {

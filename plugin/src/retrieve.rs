@@ -344,10 +344,13 @@ pub fn augment(
         ranked.len(),
         injected.len()
     ));
-    let candidate_hits = ranked
-        .iter()
-        .map(|(score, c)| c.hit(*score))
-        .collect::<Vec<_>>();
+    // The ranking is for eval and retrieve; building it and copying it out
+    // of the sandbox is wasted on a proxied request.
+    let candidate_hits = if params.explain {
+        ranked.iter().map(|(score, c)| c.hit(*score)).collect()
+    } else {
+        Vec::new()
+    };
     if injected.is_empty() {
         return Ok(Retrieval {
             augmentation: None,
@@ -835,6 +838,7 @@ mod tests {
             hierarchy_walk: false,
             max_chars: 4000,
             cwe_scope: vec![],
+            explain: true,
         }
     }
 

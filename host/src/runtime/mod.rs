@@ -63,6 +63,8 @@ impl RetrievalParams {
             hierarchy_walk: config.hierarchy_walk,
             max_chars: config.max_chars,
             cwe_scope,
+            // What the proxy needs; eval and retrieve ask for the ranking.
+            explain: false,
         }
     }
 }
@@ -745,7 +747,7 @@ mod tests {
   (export $facets-e "request-facets" (type $facets))
   (type $mode (enum "fast" "full"))
   (export $mode-e "mode" (type $mode))
-  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32))))
+  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
   (export $params-e "retrieval-params" (type $params))
   (type $fs (record (field "score" float64) (field "rank" u32)))
   (export $fs-e "facet-score" (type $fs))
