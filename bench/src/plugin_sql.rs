@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn finds_the_plugin_statements() {
         let search = search_sql();
-        assert!(search.starts_with("SELECT c.id"), "{search}");
+        assert!(search.starts_with("SELECT p.cwe"), "{search}");
         assert!(search.contains("json_each(?1)"), "{search}");
         assert!(search.contains("LIMIT"), "{search}");
         assert_eq!(parameter_count(&search), 3, "{search}");

@@ -43,21 +43,20 @@ use crate::{
 /// code pairs and its API set: FTS5's own scores, precomputed per word at
 /// build time (KB tables lexical_word, lexical_posting; column weights in
 /// host/src/kb/lexical.rs), summed here as FTS5 sums an OR query's phrases.
-/// CROSS JOINs fix the plan: words, then their postings, summed per CWE,
-/// then one index seek per CWE (the planner's own choice scanned every
-/// in-scope CWE per word: 140 us instead of 37).
-pub const LEXICAL_SQL: &str = "SELECT c.id, c.name, s.score \
-     FROM (SELECT p.cwe AS cwe, sum(p.score) AS score \
-           FROM json_each(?1) q CROSS JOIN lexical_word w ON w.word = q.value \
-           CROSS JOIN lexical_posting p ON p.stem = w.stem GROUP BY p.cwe) s \
-     CROSS JOIN cwe c INDEXED BY cwe_in_scope ON c.in_scope = 1 AND c.id = s.cwe \
-     WHERE (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
-       AND (?3 = '' OR instr(?3, ',' || c.id || ',') > 0) \
-     ORDER BY s.score DESC, c.id LIMIT 20";
+/// The postings carry the CWE's languages, so the filters need no lookup;
+/// CROSS JOINs fix the plan (words, then their postings). No names: the
+/// facets rank ids, and names are read for what is shown (GUIDELINE_SQL,
+/// NAMES_SQL).
+pub const LEXICAL_SQL: &str = "SELECT p.cwe, sum(p.score) AS score \
+     FROM json_each(?1) q CROSS JOIN lexical_word w ON w.word = q.value \
+     CROSS JOIN lexical_posting p ON p.stem = w.stem \
+     WHERE (?2 = '' OR p.languages = '' OR instr(',' || p.languages || ',', ',' || ?2 || ',') > 0) \
+       AND (?3 = '' OR instr(?3, ',' || p.cwe || ',') > 0) \
+     GROUP BY p.cwe ORDER BY score DESC, p.cwe LIMIT 20";
 
 /// In-scope weaknesses by cosine similarity to the query vector (?1): one
 /// range scan of cwe_vector, which carries the filter columns.
-const SEMANTIC_SQL: &str = "SELECT v.cwe, v.name, vector_dot(v.vector, ?1) AS similarity \
+const SEMANTIC_SQL: &str = "SELECT v.cwe, vector_dot(v.vector, ?1) AS similarity \
      FROM cwe_vector v WHERE v.in_scope = 1 \
        AND (?2 = '' OR v.languages = '' OR instr(',' || v.languages || ',', ',' || ?2 || ',') > 0) \
        AND (?3 = '' OR instr(?3, ',' || v.cwe || ',') > 0) \
@@ -66,13 +65,13 @@ const SEMANTIC_SQL: &str = "SELECT v.cwe, v.name, vector_dot(v.vector, ?1) AS si
 /// Every weakness (in scope or not) by cosine similarity, for the hierarchy
 /// walk; `in_scope` says which ones the KB has knowledge for. Most of the
 /// catalog is out of scope, so it takes many rows to fill the rank cut.
-const SEMANTIC_ALL_SQL: &str = "SELECT v.cwe, v.name, vector_dot(v.vector, ?1) AS similarity, v.in_scope \
+const SEMANTIC_ALL_SQL: &str = "SELECT v.cwe, vector_dot(v.vector, ?1) AS similarity, v.in_scope \
      FROM cwe_vector v \
      WHERE (?2 = '' OR v.languages = '' OR instr(',' || v.languages || ',', ',' || ?2 || ',') > 0) \
      ORDER BY similarity DESC, v.cwe LIMIT 120";
 
 /// In-scope direct parents and children of ?1 (ChildOf, research view).
-const NEIGHBOURS_SQL: &str = "SELECT c.id, c.name FROM cwe_parent p \
+const NEIGHBOURS_SQL: &str = "SELECT c.id FROM cwe_parent p \
      JOIN cwe c ON c.id = CASE WHEN p.child = ?1 THEN p.parent ELSE p.child END \
      WHERE (p.child = ?1 OR p.parent = ?1) AND c.in_scope = 1 \
        AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
@@ -81,8 +80,13 @@ const NEIGHBOURS_SQL: &str = "SELECT c.id, c.name FROM cwe_parent p \
 
 /// The guidelines of the chosen CWEs, in the order of the JSON array ?1
 /// ("[89,79]"): one prepared statement whatever the number of CWEs.
-const GUIDELINE_SQL: &str =
-    "SELECT c.id, c.guideline FROM json_each(?1) j JOIN cwe c ON c.id = j.value ORDER BY j.key";
+const GUIDELINE_SQL: &str = "SELECT c.id, c.name, c.guideline FROM json_each(?1) j \
+     JOIN cwe c ON c.id = j.value ORDER BY j.key";
+
+/// The names of the CWEs in the JSON array ?1, in its order: the ranking
+/// `explain` asks for.
+const NAMES_SQL: &str =
+    "SELECT c.id, c.name FROM json_each(?1) j JOIN cwe c ON c.id = j.value ORDER BY j.key";
 
 /// Candidate secure examples of one CWE in the request's language, shortest
 /// first (a range scan of example_candidate, which holds everything ranked
@@ -143,7 +147,6 @@ fn vector_blob(vector: &[f32]) -> Vec<u8> {
 #[derive(Debug, Clone)]
 struct Candidate {
     id: i64,
-    name: String,
     lexical: Option<FacetScore>,
     semantic: Option<FacetScore>,
     via: Option<String>,
@@ -171,10 +174,10 @@ impl Candidate {
         )
     }
 
-    fn hit(&self, score: f64) -> CweHit {
+    fn hit(&self, score: f64, name: &str) -> CweHit {
         CweHit {
             id: format!("CWE-{}", self.id),
-            name: self.name.clone(),
+            name: name.to_string(),
             score,
             lexical: self.lexical,
             semantic: self.semantic,
@@ -346,8 +349,14 @@ pub fn augment(
     ));
     // The ranking is for eval and retrieve; building it and copying it out
     // of the sandbox is wasted on a proxied request.
-    let candidate_hits = if params.explain {
-        ranked.iter().map(|(score, c)| c.hit(*score)).collect()
+    let candidate_hits = if params.explain && !ranked.is_empty() {
+        let ids: Vec<i64> = ranked.iter().map(|(_, c)| c.id).collect();
+        let names = cwe_names(caps, &ids)?;
+        ranked
+            .iter()
+            .zip(&names)
+            .map(|((score, c), name)| c.hit(*score, name))
+            .collect()
     } else {
         Vec::new()
     };
@@ -366,10 +375,16 @@ pub fn augment(
         )
         .map_err(PluginError::Kb)?;
     let mut guidelines = Vec::with_capacity(injected.len());
-    for ((_, c), row) in injected.iter().zip(&rows) {
+    let mut hits = Vec::with_capacity(injected.len());
+    for ((score, c), row) in injected.iter().zip(&rows) {
         match row.as_slice() {
-            [SqlValue::Integer(id), SqlValue::Text(guideline)] if *id == c.id => {
-                guidelines.push(guideline.clone())
+            [
+                SqlValue::Integer(id),
+                SqlValue::Text(name),
+                SqlValue::Text(guideline),
+            ] if *id == c.id => {
+                guidelines.push(guideline.clone());
+                hits.push(c.hit(*score, name));
             }
             other => {
                 return Err(PluginError::Schema(format!(
@@ -396,7 +411,6 @@ pub fn augment(
         &terms,
         query_blob.as_deref(),
     )?;
-    let hits: Vec<CweHit> = injected.iter().map(|(score, c)| c.hit(*score)).collect();
     let knowledge = Knowledge {
         guidelines: hits
             .iter()
@@ -450,19 +464,13 @@ fn lexical_facet(
     // threshold work for a one-line request and a long one alike.
     let length_norm = (terms.len() as f64).sqrt();
     for (rank, row) in rows.iter().enumerate() {
-        let [
-            SqlValue::Integer(id),
-            SqlValue::Text(name),
-            SqlValue::Real(score),
-        ] = row.as_slice()
-        else {
+        let [SqlValue::Integer(id), SqlValue::Real(score)] = row.as_slice() else {
             return Err(PluginError::Schema(format!(
                 "unexpected lexical row {row:?}"
             )));
         };
         candidates.push(Candidate {
             id: *id,
-            name: name.clone(),
             lexical: Some(FacetScore {
                 score: score / length_norm,
                 rank: rank as u32 + 1,
@@ -496,18 +504,13 @@ fn semantic_facet(
 
     let mut rank = 0u32;
     for row in &rows {
-        let (id, name, similarity, in_scope) = match row.as_slice() {
+        let (id, similarity, in_scope) = match row.as_slice() {
+            [SqlValue::Integer(id), SqlValue::Real(similarity)] => (*id, *similarity, true),
             [
                 SqlValue::Integer(id),
-                SqlValue::Text(name),
-                SqlValue::Real(similarity),
-            ] => (*id, name, *similarity, true),
-            [
-                SqlValue::Integer(id),
-                SqlValue::Text(name),
                 SqlValue::Real(similarity),
                 SqlValue::Integer(in_scope),
-            ] => (*id, name, *similarity, *in_scope == 1),
+            ] => (*id, *similarity, *in_scope == 1),
             _ => {
                 return Err(PluginError::Schema(format!(
                     "unexpected semantic row {row:?}"
@@ -518,8 +521,8 @@ fn semantic_facet(
         // Who takes this hit's place: itself, or (walking the hierarchy)
         // the in-scope parents and children of a weakness the KB has no
         // knowledge for, when the hit is strong (above the threshold).
-        let standing_in: Vec<(i64, String, Option<String>)> = if in_scope && in_policy {
-            vec![(id, name.clone(), None)]
+        let standing_in: Vec<(i64, Option<String>)> = if in_scope && in_policy {
+            vec![(id, None)]
         } else if !in_scope && params.hierarchy_walk && similarity > params.semantic_threshold {
             caps.query(
                 NEIGHBOURS_SQL,
@@ -532,9 +535,7 @@ fn semantic_facet(
             .map_err(PluginError::Kb)?
             .iter()
             .map(|row| match row.as_slice() {
-                [SqlValue::Integer(n), SqlValue::Text(name)] => {
-                    Ok((*n, name.clone(), Some(format!("CWE-{id}"))))
-                }
+                [SqlValue::Integer(n)] => Ok((*n, Some(format!("CWE-{id}")))),
                 _ => Err(PluginError::Schema(format!(
                     "unexpected neighbour row {row:?}"
                 ))),
@@ -543,7 +544,7 @@ fn semantic_facet(
         } else {
             Vec::new()
         };
-        for (cwe, name, via) in standing_in {
+        for (cwe, via) in standing_in {
             if candidates
                 .iter()
                 .any(|c| c.id == cwe && c.semantic.is_some())
@@ -562,7 +563,6 @@ fn semantic_facet(
                 }
                 None => candidates.push(Candidate {
                     id: cwe,
-                    name,
                     lexical: None,
                     semantic: score,
                     via,
@@ -574,6 +574,33 @@ fn semantic_facet(
         }
     }
     Ok(())
+}
+
+/// The names of `ids`, in their order.
+fn cwe_names(caps: &dyn Capabilities, ids: &[i64]) -> Result<Vec<String>, PluginError> {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let rows = caps
+        .query(
+            NAMES_SQL,
+            &[SqlValue::Text(format!("[{}]", list.join(",")))],
+        )
+        .map_err(PluginError::Kb)?;
+    if rows.len() != ids.len() {
+        return Err(PluginError::Schema(format!(
+            "{} names for {} CWEs",
+            rows.len(),
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .zip(&rows)
+        .map(|(id, row)| match row.as_slice() {
+            [SqlValue::Integer(got), SqlValue::Text(name)] if got == id => Ok(name.clone()),
+            other => Err(PluginError::Schema(format!(
+                "unexpected name row {other:?}"
+            ))),
+        })
+        .collect()
 }
 
 /// The example candidates of the chosen CWEs from one of the example queries.
@@ -766,7 +793,21 @@ mod tests {
                     .map(|id| {
                         vec![
                             SqlValue::Integer(id.parse().unwrap()),
+                            SqlValue::Text(format!("name of {id}")),
                             SqlValue::Text(format!("- guideline of {id}")),
+                        ]
+                    })
+                    .collect()
+            } else if sql == NAMES_SQL {
+                let SqlValue::Text(ids) = &params[0] else {
+                    panic!("names of {params:?}")
+                };
+                ids.trim_matches(['[', ']'])
+                    .split(',')
+                    .map(|id| {
+                        vec![
+                            SqlValue::Integer(id.parse().unwrap()),
+                            SqlValue::Text(format!("name of {id}")),
                         ]
                     })
                     .collect()
@@ -799,20 +840,12 @@ mod tests {
         fn warn(&self, _message: &str) {}
     }
 
-    fn lexical(id: i64, name: &str, bm25: f64) -> Vec<SqlValue> {
-        vec![
-            SqlValue::Integer(id),
-            SqlValue::Text(name.into()),
-            SqlValue::Real(bm25),
-        ]
+    fn lexical(id: i64, bm25: f64) -> Vec<SqlValue> {
+        vec![SqlValue::Integer(id), SqlValue::Real(bm25)]
     }
 
-    fn semantic(id: i64, name: &str, similarity: f64) -> Vec<SqlValue> {
-        vec![
-            SqlValue::Integer(id),
-            SqlValue::Text(name.into()),
-            SqlValue::Real(similarity),
-        ]
+    fn semantic(id: i64, similarity: f64) -> Vec<SqlValue> {
+        vec![SqlValue::Integer(id), SqlValue::Real(similarity)]
     }
 
     fn example_row(id: &str, apis: &str, intro: &str, lines: i64, sim: f64) -> Vec<SqlValue> {
@@ -868,11 +901,7 @@ mod tests {
     #[test]
     fn keeps_top_k_above_a_facet_threshold() {
         let kb = FakeKb {
-            lexical: vec![
-                lexical(89, "SQL Injection", 12.0),
-                lexical(20, "Input", 9.0),
-                lexical(79, "XSS", 8.0),
-            ],
+            lexical: vec![lexical(89, 12.0), lexical(20, 9.0), lexical(79, 8.0)],
             ..FakeKb::default()
         };
         let out = augment(&kb, &facets(TASK), &params()).unwrap();
@@ -885,13 +914,34 @@ mod tests {
         assert!((lexical.score - 12.0 / 3f64.sqrt()).abs() < 1e-9);
         assert_eq!(a.cwes[0].semantic, None);
         assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-20", "CWE-79"]);
+        // Names are read for what is shown: the injected CWEs with their
+        // guidelines, the ranking (explain) in one query of its own.
+        assert_eq!(a.cwes[0].name, "name of 89");
+        assert_eq!(out.candidates[2].name, "name of 79");
+        assert!(kb.queries.borrow().iter().any(|(sql, _)| sql == NAMES_SQL));
+    }
+
+    #[test]
+    fn without_explain_there_is_no_ranking_and_no_names_query() {
+        let kb = FakeKb {
+            lexical: vec![lexical(89, 12.0), lexical(79, 8.0)],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.explain = false;
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        assert!(out.candidates.is_empty());
+        let a = out.augmentation.expect("augmented");
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-79"]);
+        assert_eq!(a.cwes[1].name, "name of 79");
+        assert!(kb.queries.borrow().iter().all(|(sql, _)| sql != NAMES_SQL));
     }
 
     #[test]
     fn nothing_above_any_threshold_means_no_augmentation_but_a_ranking() {
         let kb = FakeKb {
-            lexical: vec![lexical(89, "SQL Injection", 4.9)],
-            semantic: vec![semantic(79, "XSS", 0.5)],
+            lexical: vec![lexical(89, 4.9)],
+            semantic: vec![semantic(79, 0.5)],
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
@@ -906,12 +956,8 @@ mod tests {
         // beats 89's 1/(60+1) from the lexical facet alone (its semantic
         // similarity is under the threshold).
         let kb = FakeKb {
-            lexical: vec![lexical(89, "SQL", 12.0), lexical(79, "XSS", 11.0)],
-            semantic: vec![
-                semantic(20, "Input", 0.9),
-                semantic(79, "XSS", 0.8),
-                semantic(89, "SQL", 0.55),
-            ],
+            lexical: vec![lexical(89, 12.0), lexical(79, 11.0)],
+            semantic: vec![semantic(20, 0.9), semantic(79, 0.8), semantic(89, 0.55)],
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
@@ -962,7 +1008,7 @@ mod tests {
     #[test]
     fn scores_are_normalised_by_query_length() {
         let kb = FakeKb {
-            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            lexical: vec![lexical(89, 12.0)],
             ..FakeKb::default()
         };
         assert!(
@@ -1022,17 +1068,13 @@ mod tests {
         let walk_row = |id: i64, sim: f64, in_scope: i64| {
             vec![
                 SqlValue::Integer(id),
-                SqlValue::Text(format!("weakness {id}")),
                 SqlValue::Real(sim),
                 SqlValue::Integer(in_scope),
             ]
         };
         let kb = FakeKb {
             semantic: vec![walk_row(522, 0.9, 0), walk_row(79, 0.7, 1)],
-            neighbours: vec![vec![
-                SqlValue::Integer(256),
-                SqlValue::Text("Plaintext Storage of a Password".into()),
-            ]],
+            neighbours: vec![vec![SqlValue::Integer(256)]],
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
@@ -1045,7 +1087,7 @@ mod tests {
         // Without the walk, the out-of-scope hit is simply not a candidate.
         p.hierarchy_walk = false;
         let kb = FakeKb {
-            semantic: vec![semantic(79, "XSS", 0.7)],
+            semantic: vec![semantic(79, 0.7)],
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
@@ -1069,7 +1111,7 @@ mod tests {
     #[test]
     fn the_example_that_fits_the_request_is_included() {
         let kb = FakeKb {
-            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            lexical: vec![lexical(89, 12.0)],
             examples: vec![
                 example_row("ex:short", "sqlite3.connect", "Open a database", 1, 0.9),
                 example_row(
@@ -1094,7 +1136,7 @@ mod tests {
         let same = example_row("ex:python", "execute", "Run a query", 3, 0.5);
         let other = example_row("ex:c", "execute", "Run a query", 3, 0.9);
         let kb = FakeKb {
-            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            lexical: vec![lexical(89, 12.0)],
             examples: vec![same],
             other_language_examples: vec![other.clone()],
             ..FakeKb::default()
@@ -1109,7 +1151,7 @@ mod tests {
             "no other-language query when the language has an example"
         );
         let kb = FakeKb {
-            lexical: vec![lexical(89, "SQL Injection", 12.0)],
+            lexical: vec![lexical(89, 12.0)],
             other_language_examples: vec![other],
             ..FakeKb::default()
         };

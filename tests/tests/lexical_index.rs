@@ -40,7 +40,7 @@ fn dev_prompts() -> Vec<String> {
 fn fts5_sql() -> String {
     let weights: Vec<String> = COLUMN_WEIGHTS.iter().map(|w| format!("{w:.1}")).collect();
     format!(
-        "SELECT c.id, c.name, -bm25(cwe_fts, {}) AS score \
+        "SELECT c.id, -bm25(cwe_fts, {}) AS score \
          FROM cwe_fts JOIN cwe c ON c.in_scope = 1 AND c.id = cwe_fts.rowid \
          WHERE cwe_fts MATCH ?1 \
            AND (?2 = '' OR c.languages = '' OR instr(',' || c.languages || ',', ',' || ?2 || ',') > 0) \
@@ -53,11 +53,7 @@ fn fts5_sql() -> String {
 fn scores(rows: &[Vec<SqlValue>]) -> Vec<(i64, f64)> {
     rows.iter()
         .map(|row| match row.as_slice() {
-            [
-                SqlValue::Integer(id),
-                SqlValue::Text(_),
-                SqlValue::Real(score),
-            ] => (*id, *score),
+            [SqlValue::Integer(id), SqlValue::Real(score)] => (*id, *score),
             other => panic!("unexpected row {other:?}"),
         })
         .collect()

@@ -155,11 +155,17 @@ pub fn build_index(conn: &Connection) -> rusqlite::Result<LexicalStats> {
         }
     }
 
+    let languages: BTreeMap<i64, String> = conn
+        .prepare("SELECT id, languages FROM cwe WHERE in_scope = 1")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+
     // One stem id per distinct posting list, numbered in word order.
     let mut stem_ids: BTreeMap<Vec<(i64, u64)>, i64> = BTreeMap::new();
     let mut insert_word = conn.prepare("INSERT INTO lexical_word (word, stem) VALUES (?1, ?2)")?;
-    let mut insert_posting =
-        conn.prepare("INSERT INTO lexical_posting (stem, cwe, score) VALUES (?1, ?2, ?3)")?;
+    let mut insert_posting = conn.prepare(
+        "INSERT INTO lexical_posting (stem, cwe, score, languages) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     let mut postings = 0;
     for (word, list) in &matched {
         let key: Vec<(i64, u64)> = list.iter().map(|(id, s)| (*id, s.to_bits())).collect();
@@ -170,7 +176,8 @@ pub fn build_index(conn: &Connection) -> rusqlite::Result<LexicalStats> {
         });
         if stem == next {
             for (cwe, score) in list {
-                insert_posting.execute(params![stem, cwe, score])?;
+                let languages = languages.get(cwe).map_or("", String::as_str);
+                insert_posting.execute(params![stem, cwe, score, languages])?;
             }
         }
         insert_word.execute(params![word, stem])?;
@@ -213,7 +220,9 @@ mod tests {
             "CREATE VIRTUAL TABLE cwe_fts USING fts5(name, description, guideline, cause, tasks, apis, tokenize = 'porter unicode61');
              CREATE TABLE embedding_token (id INTEGER PRIMARY KEY, piece TEXT NOT NULL, scale REAL NOT NULL, vector BLOB NOT NULL);
              CREATE TABLE lexical_word (word TEXT PRIMARY KEY, stem INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE lexical_posting (stem INTEGER NOT NULL, cwe INTEGER NOT NULL, score REAL NOT NULL, PRIMARY KEY (stem, cwe)) WITHOUT ROWID;
+             CREATE TABLE lexical_posting (stem INTEGER NOT NULL, cwe INTEGER NOT NULL, score REAL NOT NULL, languages TEXT NOT NULL, PRIMARY KEY (stem, cwe)) WITHOUT ROWID;
+             CREATE TABLE cwe (id INTEGER PRIMARY KEY, languages TEXT NOT NULL, in_scope INTEGER NOT NULL);
+             INSERT INTO cwe VALUES (89, '', 1), (79, 'javascript', 1), (22, '', 1);
              INSERT INTO cwe_fts (rowid, name, description, guideline, cause, tasks, apis) VALUES
                (89, 'SQL Injection', 'queries built from input', 'use parameterized queries', 'concatenation', 'build a query', 'cursor.execute'),
                (79, 'Cross-site Scripting', 'input echoed into pages', 'escape output', 'unescaped input', 'render a page', 'render_template'),
@@ -260,6 +269,14 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        let xss_languages: String = conn
+            .query_row(
+                "SELECT DISTINCT languages FROM lexical_posting WHERE cwe = 79",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(xss_languages, "javascript");
         assert_eq!(fts.len(), 3);
         assert_eq!(fts.len(), stored.len());
         for ((a, x), (b, y)) in fts.iter().zip(&stored) {

@@ -153,6 +153,7 @@ CREATE TABLE lexical_posting (
   stem INTEGER NOT NULL,
   cwe INTEGER NOT NULL,                -- an in-scope CWE whose indexed text holds the stem
   score REAL NOT NULL,                 -- -bm25(cwe_fts, weights) of the one-word query
+  languages TEXT NOT NULL,             -- cwe.languages, so the facet filters without a lookup
   PRIMARY KEY (stem, cwe)
 ) WITHOUT ROWID;
 
