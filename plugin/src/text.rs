@@ -345,7 +345,23 @@ pub fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
 /// request), so it allocates nothing per word, and ASCII text (nearly all of
 /// it) is split on bytes and compared without lowercasing a copy.
 pub fn shared_terms(text: &str, terms: &[String]) -> usize {
-    let mut seen = vec![false; terms.len()];
+    // Which terms were seen: a bit per term for the usual short query, a
+    // vector only for longer ones.
+    let mut small_seen = 0u64;
+    let mut large_seen = if terms.len() > 64 {
+        vec![false; terms.len()]
+    } else {
+        Vec::new()
+    };
+    let mut first_sight = |i: usize| {
+        if large_seen.is_empty() {
+            let fresh = small_seen & (1 << i) == 0;
+            small_seen |= 1 << i;
+            fresh
+        } else {
+            !std::mem::replace(&mut large_seen[i], true)
+        }
+    };
     let mut count = 0;
     let mut note = |word: &str, ascii: bool| {
         let found = if ascii {
@@ -356,9 +372,8 @@ pub fn shared_terms(text: &str, terms: &[String]) -> usize {
             terms.iter().position(|t| t == word)
         };
         if let Some(i) = found
-            && !seen[i]
+            && first_sight(i)
         {
-            seen[i] = true;
             count += 1;
         }
     };
@@ -479,6 +494,17 @@ mod tests {
     fn stopwords_are_sorted_and_unique() {
         assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
         assert!(is_stopword("the") && is_stopword("a") && !is_stopword("sql"));
+    }
+
+    #[test]
+    fn shared_terms_counts_each_term_once_at_any_query_length() {
+        let text = "execute the query, then execute it again: Query done";
+        for extra in [0, 70] {
+            let mut request: Vec<String> = (0..extra).map(|i| format!("filler{i}")).collect();
+            request.extend(["query", "execute", "absent"].map(String::from));
+            assert_eq!(shared_terms(text, &request), 2, "{} terms", request.len());
+            assert_eq!(shared_terms("Exécute query", &request), 1, "non-ASCII text");
+        }
     }
 
     #[test]
