@@ -124,12 +124,18 @@ pub fn run(options: &Options) -> Result<Report> {
                 addr: proxy.addr,
                 name: "proxied",
             };
-            let d = measure(&client, options, s, concurrency, &direct, || {
+            let d = measure(&client, options, s, concurrency, &direct, None, || {
                 procfs::thread_cpu(std::process::id(), mock.tid).map(|c| c.as_secs_f64() * 1e6)
             })?;
-            let p = measure(&client, options, s, concurrency, &proxied, || {
-                procfs::sample(proxy.pid()).map(|p| p.cpu_ms() * 1000.0)
-            })?;
+            let p = measure(
+                &client,
+                options,
+                s,
+                concurrency,
+                &proxied,
+                Some(proxy.addr),
+                || procfs::sample(proxy.pid()).map(|p| p.cpu_ms() * 1000.0),
+            )?;
             let added = match (&p.latency, &d.latency) {
                 (Some(p), Some(d)) => Some(p.minus(d)),
                 _ => None,
@@ -198,13 +204,15 @@ pub fn run(options: &Options) -> Result<Report> {
 }
 
 /// Warm-up, then one measured run; `cpu_us` reads the CPU time (in
-/// microseconds) of whatever serves `target`.
+/// microseconds) of whatever serves `target`; `metrics`, the proxy whose
+/// plugin time to read around the run.
 fn measure(
     client: &tokio::runtime::Runtime,
     options: &Options,
     s: &Scenario,
     concurrency: usize,
     target: &Target,
+    metrics: Option<std::net::SocketAddr>,
     cpu_us: impl Fn() -> Result<f64>,
 ) -> Result<Side> {
     let spec = Arc::new(s.spec.clone());
@@ -219,6 +227,7 @@ fn measure(
             },
         ));
     }
+    let plugin_before = metrics.map(crate::proxy::plugin_time).transpose()?;
     let cpu_before = cpu_us()?;
     let mut result: RunResult = client.block_on(load::run(
         target.addr,
@@ -230,6 +239,13 @@ fn measure(
         },
     ));
     let cpu_after = cpu_us()?;
+    let plugin_after = metrics.map(crate::proxy::plugin_time).transpose()?;
+    let plugin_us_mean = match (plugin_before, plugin_after) {
+        (Some((sum0, n0)), Some((sum1, n1))) if n1 > n0 => {
+            Some((sum1 - sum0) / (n1 - n0) as f64 * 1e6)
+        }
+        _ => None,
+    };
     if result.ok == 0 {
         return Err(Error::AllFailed {
             scenario: s.name.into(),
@@ -251,6 +267,7 @@ fn measure(
             None
         },
         cpu_us_per_request: (cpu_after - cpu_before) / result.ok as f64,
+        plugin_us_mean,
     })
 }
 

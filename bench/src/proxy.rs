@@ -155,3 +155,53 @@ impl Drop for Proxy {
         let _ = self.child.wait();
     }
 }
+
+/// The plugin's run-time totals so far, from the proxy's `/metrics`
+/// (`rescue_plugin_duration_seconds` sum and count): what augmentation
+/// itself cost the requests of a measurement, told apart from the rest of
+/// their added latency.
+pub fn plugin_time(addr: std::net::SocketAddr) -> Result<(f64, u64)> {
+    use std::io::{Read, Write};
+    let http = |e: std::io::Error| crate::error::Error::Http(format!("GET {addr}/metrics: {e}"));
+    let mut stream = std::net::TcpStream::connect(addr).map_err(http)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(http)?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .map_err(http)?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).map_err(http)?;
+    parse_plugin_time(&body).ok_or_else(|| {
+        crate::error::Error::Http(format!(
+            "{addr}/metrics has no rescue_plugin_duration_seconds sum and count"
+        ))
+    })
+}
+
+/// `(sum in seconds, count)` of the plugin duration histogram in a metrics page.
+fn parse_plugin_time(page: &str) -> Option<(f64, u64)> {
+    let value = |name: &str| {
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("rescue_plugin_duration_seconds_sum ")?,
+        value("rescue_plugin_duration_seconds_count ")? as u64,
+    ))
+}
+
+#[cfg(test)]
+mod plugin_time_tests {
+    use super::parse_plugin_time;
+
+    #[test]
+    fn reads_sum_and_count_of_the_plugin_histogram() {
+        let page = "HTTP/1.1 200 OK\r\n\r\n# TYPE rescue_plugin_duration_seconds histogram\n\
+            rescue_plugin_duration_seconds_bucket{le=\"0.001\"} 3\n\
+            rescue_plugin_duration_seconds_sum 0.0006\n\
+            rescue_plugin_duration_seconds_count 3\n";
+        assert_eq!(parse_plugin_time(page), Some((0.0006, 3)));
+        assert_eq!(parse_plugin_time("nothing"), None);
+    }
+}

@@ -85,6 +85,10 @@ pub struct Side {
     /// CPU time per request of the process under test (the mock's thread for
     /// direct, the proxy process for proxied), in microseconds.
     pub cpu_us_per_request: f64,
+    /// Proxied only: the plugin's mean run time over this measurement's
+    /// requests (the proxy's `rescue_plugin_duration_seconds`), in
+    /// microseconds; `None` when no plugin ran.
+    pub plugin_us_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,35 +189,46 @@ pub fn check_targets(
     });
 
     // First streamed byte: delayed by no more than augmentation costs. What
-    // augmentation costs is read off the non-streamed pair (augmented-chat
-    // added minus passthrough-chat added); what it costs a stream, off the
-    // streamed pair's time to first byte. Differences of pairs cancel the
-    // pass-through cost, which depends on how idle the proxy is between
-    // requests (streams leave it idle between chunks).
+    // augmentation cost these very requests is the plugin's own time on them
+    // (the proxy's histogram, read around the measurement); what it costs a
+    // stream is read off the streamed pair's time to first byte (augmented
+    // minus pass-through, which cancels the pass-through cost). The chat
+    // pair's added difference is shown for comparison: it is measured at
+    // ~30x the request rate, on a warm proxy, while a stream leaves the
+    // proxy idle between chunks.
     if let (Some(aug_stream), Some(pass_stream), Some(aug_chat), Some(pass_chat)) = (
         find(measurements, "augmented-stream", lowest),
         find(measurements, "passthrough-stream", lowest),
         find(measurements, "augmented-chat", lowest),
         find(measurements, "passthrough-chat", lowest),
-    ) && let (Some(aug_ttfb), Some(pass_ttfb), Some(aug), Some(pass), Some(aug_total)) = (
+    ) && let (
+        Some(aug_ttfb),
+        Some(pass_ttfb),
+        Some(aug),
+        Some(pass),
+        Some(aug_total),
+        Some(plugin),
+    ) = (
         aug_stream.added_first_byte,
         pass_stream.added_first_byte,
         aug_chat.added,
         pass_chat.added,
         aug_stream.added,
+        aug_stream.proxied.plugin_us_mean,
     ) {
-        let augmentation = aug.p50_us - pass.p50_us;
+        let warm_chat = aug.p50_us - pass.p50_us;
         let on_stream = aug_ttfb.p50_us - pass_ttfb.p50_us;
         checks.push(TargetCheck {
             target: format!(
                 "first streamed byte: augmentation's delay (p50, augmented-stream - passthrough-stream ttfb added, c={lowest})"
             ),
             limit: format!(
-                "<= augmentation time (augmented-chat - passthrough-chat added) + 0.1 ms = {}",
-                ms(augmentation + 100.0)
+                "<= the plugin's mean time on those requests + 0.1 ms = {} (warm chat pair: {})",
+                ms(plugin + 100.0),
+                ms(warm_chat)
             ),
             measured: ms(on_stream),
-            met: on_stream <= augmentation + 100.0,
+            met: on_stream <= plugin + 100.0,
         });
         let tail = aug_total.p50_us - aug_ttfb.p50_us;
         checks.push(TargetCheck {
