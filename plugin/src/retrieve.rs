@@ -367,11 +367,10 @@ pub fn augment(
         });
     }
 
-    let ids: Vec<String> = injected.iter().map(|(_, c)| c.id.to_string()).collect();
     let rows = caps
         .query(
             GUIDELINE_SQL,
-            &[SqlValue::Text(format!("[{}]", ids.join(",")))],
+            &[id_array(injected.iter().map(|(_, c)| c.id))],
         )
         .map_err(PluginError::Kb)?;
     let mut guidelines = Vec::with_capacity(injected.len());
@@ -576,14 +575,17 @@ fn semantic_facet(
     Ok(())
 }
 
+/// CWE ids as the JSON array ("[89,79]") GUIDELINE_SQL and NAMES_SQL read
+/// with `json_each`.
+fn id_array(ids: impl Iterator<Item = i64>) -> SqlValue {
+    let ids: Vec<String> = ids.map(|id| id.to_string()).collect();
+    SqlValue::Text(format!("[{}]", ids.join(",")))
+}
+
 /// The names of `ids`, in their order.
 fn cwe_names(caps: &dyn Capabilities, ids: &[i64]) -> Result<Vec<String>, PluginError> {
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
     let rows = caps
-        .query(
-            NAMES_SQL,
-            &[SqlValue::Text(format!("[{}]", list.join(",")))],
-        )
+        .query(NAMES_SQL, &[id_array(ids.iter().copied())])
         .map_err(PluginError::Kb)?;
     if rows.len() != ids.len() {
         return Err(PluginError::Schema(format!(
@@ -785,32 +787,14 @@ mod tests {
             } else if sql == NEIGHBOURS_SQL {
                 self.neighbours.clone()
             } else if sql == GUIDELINE_SQL {
-                let SqlValue::Text(ids) = &params[0] else {
-                    panic!("guidelines of {params:?}")
-                };
-                ids.trim_matches(['[', ']'])
-                    .split(',')
-                    .map(|id| {
-                        vec![
-                            SqlValue::Integer(id.parse().unwrap()),
-                            SqlValue::Text(format!("name of {id}")),
-                            SqlValue::Text(format!("- guideline of {id}")),
-                        ]
-                    })
-                    .collect()
+                per_id(params, |id| {
+                    vec![
+                        SqlValue::Text(format!("name of {id}")),
+                        SqlValue::Text(format!("- guideline of {id}")),
+                    ]
+                })
             } else if sql == NAMES_SQL {
-                let SqlValue::Text(ids) = &params[0] else {
-                    panic!("names of {params:?}")
-                };
-                ids.trim_matches(['[', ']'])
-                    .split(',')
-                    .map(|id| {
-                        vec![
-                            SqlValue::Integer(id.parse().unwrap()),
-                            SqlValue::Text(format!("name of {id}")),
-                        ]
-                    })
-                    .collect()
+                per_id(params, |id| vec![SqlValue::Text(format!("name of {id}"))])
             } else if sql == EXAMPLE_CODE_SQL {
                 let SqlValue::Text(id) = &params[0] else {
                     panic!("code of {params:?}")
@@ -838,6 +822,21 @@ mod tests {
         }
         fn debug(&self, _message: &str) {}
         fn warn(&self, _message: &str) {}
+    }
+
+    /// One row per id of the JSON array in `params[0]`: the id, then `rest`.
+    fn per_id(params: &[SqlValue], rest: impl Fn(&str) -> Vec<SqlValue>) -> Vec<Vec<SqlValue>> {
+        let SqlValue::Text(ids) = &params[0] else {
+            panic!("a JSON array of ids expected, got {params:?}")
+        };
+        ids.trim_matches(['[', ']'])
+            .split(',')
+            .map(|id| {
+                let mut row = vec![SqlValue::Integer(id.parse().unwrap())];
+                row.extend(rest(id));
+                row
+            })
+            .collect()
     }
 
     fn lexical(id: i64, bm25: f64) -> Vec<SqlValue> {

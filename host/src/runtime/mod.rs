@@ -796,40 +796,29 @@ mod tests {
             wasm_path: Some(hostile_plugin(dir.path(), looping)),
             cache_dir: None,
         };
+        let stopped_with = |limits: PluginLimits| {
+            let runtime = PluginRuntime::new(&source, shipped_kb(), limits).unwrap();
+            failure_kind(runtime.augment_blocking(&sql_task(), &params()))
+        };
         // Fuel first: deterministic.
-        let runtime = PluginRuntime::new(&source, shipped_kb(), limits()).unwrap();
-        assert_eq!(
-            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
-            PluginFailure::Fuel
-        );
+        assert_eq!(stopped_with(limits()), PluginFailure::Fuel);
         // With fuel to spare, the wall-clock deadline (epochs) ends it.
-        let runtime = PluginRuntime::new(
-            &source,
-            shipped_kb(),
-            PluginLimits {
-                fuel: u64::MAX / 2,
-                timeout: Duration::from_millis(50),
-                ..limits()
-            },
-        )
-        .unwrap();
+        let deadline = Duration::from_millis(50);
         assert_eq!(
-            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            stopped_with(PluginLimits {
+                fuel: u64::MAX / 2,
+                timeout: deadline,
+                ..limits()
+            }),
             PluginFailure::Timeout
         );
         // Without metering (the default), the deadline alone ends it.
-        let runtime = PluginRuntime::new(
-            &source,
-            shipped_kb(),
-            PluginLimits {
-                fuel: 0,
-                timeout: Duration::from_millis(50),
-                ..limits()
-            },
-        )
-        .unwrap();
         assert_eq!(
-            failure_kind(runtime.augment_blocking(&sql_task(), &params())),
+            stopped_with(PluginLimits {
+                fuel: 0,
+                timeout: deadline,
+                ..limits()
+            }),
             PluginFailure::Timeout
         );
     }
