@@ -264,70 +264,60 @@ pub fn to_f16_le_bytes(vector: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-/// Dimensions `dot_le_bytes` converts on the stack; longer half-precision
-/// vectors are converted in a heap buffer.
+/// Dimensions `dot_le_bytes` decodes on the stack; longer vectors are
+/// decoded in a heap buffer.
 const STACK_DIMS: usize = 512;
 
 /// Dot product of two little-endian vectors given as bytes: both f32 (equal
 /// lengths), or one f16 and one f32 (one twice as long as the other: the
 /// KB's stored vector against a query). `None` for any other pair of lengths.
 pub fn dot_le_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
-    if a.len() == b.len() {
-        return a.len().is_multiple_of(4).then(|| dot_f32(a, b));
-    }
-    let (half, full) = if a.len() < b.len() { (a, b) } else { (b, a) };
-    if half.len() * 2 != full.len() || !half.len().is_multiple_of(2) {
-        return None;
-    }
     use half::f16;
     use half::slice::HalfFloatSliceExt;
-    let dims = half.len() / 2;
-    let (mut halves_on_stack, mut floats_on_stack) = ([f16::ZERO; STACK_DIMS], [0f32; STACK_DIMS]);
-    let (mut halves_on_heap, mut floats_on_heap) = (Vec::new(), Vec::new());
-    let (halves, floats): (&mut [f16], &mut [f32]) = if dims <= STACK_DIMS {
-        (&mut halves_on_stack[..dims], &mut floats_on_stack[..dims])
-    } else {
-        halves_on_heap.resize(dims, f16::ZERO);
-        floats_on_heap.resize(dims, 0.0);
-        (&mut halves_on_heap, &mut floats_on_heap)
-    };
-    for (slot, x) in halves.iter_mut().zip(half.chunks_exact(2)) {
-        *slot = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+    // The shorter side (or either, when equal) is decoded to f32, then
+    // dotted with the other as it lies.
+    let (stored, query) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let halves = stored.len() * 2 == query.len();
+    if !(halves || stored.len() == query.len()) || !query.len().is_multiple_of(4) {
+        return None;
     }
-    // In bulk: F16C instructions where the CPU has them.
-    halves.convert_to_f32_slice(floats);
-    Some(dot_f32_slice(floats, full))
-}
-
-/// Dot product of two little-endian f32 byte vectors of equal length.
-fn dot_f32(a: &[u8], b: &[u8]) -> f64 {
-    // Eight independent running sums: one serial chain of float additions
-    // cannot be vectorised (their order is part of the result) and was 5% of
-    // a retrieval; eight lanes compile to SIMD.
-    const LANES: usize = 8;
-    let mut lanes = [0f32; LANES];
-    let (a_blocks, b_blocks) = (a.chunks_exact(4 * LANES), b.chunks_exact(4 * LANES));
-    let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
-    for (x, y) in a_blocks.zip(b_blocks) {
-        for (lane, (x, y)) in lanes
-            .iter_mut()
-            .zip(x.chunks_exact(4).zip(y.chunks_exact(4)))
-        {
-            *lane += f32::from_le_bytes([x[0], x[1], x[2], x[3]])
-                * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+    let dims = query.len() / 4;
+    let mut on_stack = [0f32; STACK_DIMS];
+    let mut on_heap = Vec::new();
+    let floats: &mut [f32] = if dims <= STACK_DIMS {
+        &mut on_stack[..dims]
+    } else {
+        on_heap.resize(dims, 0.0);
+        &mut on_heap
+    };
+    if halves {
+        let mut bits_on_stack = [f16::ZERO; STACK_DIMS];
+        let mut bits_on_heap = Vec::new();
+        let bits: &mut [f16] = if dims <= STACK_DIMS {
+            &mut bits_on_stack[..dims]
+        } else {
+            bits_on_heap.resize(dims, f16::ZERO);
+            &mut bits_on_heap
+        };
+        for (slot, x) in bits.iter_mut().zip(stored.chunks_exact(2)) {
+            *slot = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+        }
+        // In bulk: F16C instructions where the CPU has them.
+        bits.convert_to_f32_slice(floats);
+    } else {
+        for (slot, x) in floats.iter_mut().zip(stored.chunks_exact(4)) {
+            *slot = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
         }
     }
-    let mut sum: f32 = lanes.iter().sum();
-    for (x, y) in a_rest.chunks_exact(4).zip(b_rest.chunks_exact(4)) {
-        sum += f32::from_le_bytes([x[0], x[1], x[2], x[3]])
-            * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-    }
-    f64::from(sum)
+    Some(dot_f32_slice(floats, query))
 }
 
 /// Dot product of f32 values with a little-endian f32 byte vector of the same
-/// dimension, in eight lanes like [`dot_f32`].
+/// dimension.
 fn dot_f32_slice(a: &[f32], b: &[u8]) -> f64 {
+    // Eight independent running sums: one serial chain of float additions
+    // cannot be vectorised (their order is part of the result) and was 5% of
+    // a retrieval; eight lanes compile to SIMD.
     const LANES: usize = 8;
     let mut lanes = [0f32; LANES];
     let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b.chunks_exact(4 * LANES));
