@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rescue_bench::inproc::{self, EMPTY_TASK, SQL_TASK};
-use rescue_bench::plugin_sql;
 use rescue_host::capabilities::code;
 use rescue_host::capabilities::kb::{KbReader, QueryLimits, SqlValue};
 use rescue_host::config::{AugmentPolicy, Placement};
 use rescue_host::protocol::openai;
 use rescue_host::runtime::RequestFacets;
 use rescue_host::{facets, policy};
+use rescue_plugin::retrieve;
 use std::hint::black_box;
 
 const PYTHON_SNIPPET: &str = "import os\nimport sqlite3\n\ndef lookup(conn, name):\n    cur = conn.cursor()\n    cur.execute(\"SELECT * FROM users WHERE name = '%s'\" % name)\n    os.system(\"echo \" + name)\n    return cur.fetchall()\n";
@@ -117,35 +117,31 @@ fn kb_queries(c: &mut Criterion) {
             max_rows: 1_000,
         },
     );
-    let search = plugin_sql::search_sql();
-    let semantic = plugin_sql::semantic_sql();
-    let example = plugin_sql::example_sql();
+    // The plugin's own statements, so the benchmark runs what it sends.
+    let search = retrieve::LEXICAL_SQL;
+    let semantic = retrieve::LANGUAGE_SQL;
+    let example = retrieve::EXAMPLE_SQL;
     let terms = rescue_plugin::text::terms(SQL_TASK);
-    let words = rescue_plugin::text::json_array(&terms);
-    // ?1 the words (JSON array), ?2 language, ?3 CWE scope ('' = all).
-    let search_params = [
-        SqlValue::Text(words.clone()),
-        SqlValue::Text("python".into()),
-        SqlValue::Text(String::new()),
-    ];
-    assert!(!kb.query(&search, &search_params).unwrap().is_empty());
+    // ?1 the words (JSON array).
+    let search_params = [SqlValue::Text(rescue_plugin::text::json_array(&terms))];
+    assert!(!kb.query(search, &search_params).unwrap().is_empty());
     let vector: Vec<u8> = rescue_host::embed::to_le_bytes(&kb.embed(&terms.join(" ")));
+    // ?1 query vector, ?2 language: the language's weaknesses, all scored.
     let semantic_params = [
         SqlValue::Blob(vector.clone()),
         SqlValue::Text("python".into()),
-        SqlValue::Text(String::new()),
     ];
-    assert!(!kb.query(&semantic, &semantic_params).unwrap().is_empty());
+    assert_eq!(kb.query(semantic, &semantic_params).unwrap().len(), 1);
     let mut group = c.benchmark_group("kb");
     group.bench_function("cwe_search_bm25", |b| {
         b.iter(|| {
-            kb.query(black_box(&search), black_box(&search_params))
+            kb.query(black_box(search), black_box(&search_params))
                 .unwrap()
         })
     });
     group.bench_function("cwe_search_semantic", |b| {
         b.iter(|| {
-            kb.query(black_box(&semantic), black_box(&semantic_params))
+            kb.query(black_box(semantic), black_box(&semantic_params))
                 .unwrap()
         })
     });
@@ -153,14 +149,16 @@ fn kb_queries(c: &mut Criterion) {
         let text = terms.join(" ");
         b.iter(|| kb.embed(black_box(&text)))
     });
+    // ?1 CWE, ?2 language, ?3 query vector, ?4 the request terms' word set.
     let example_params = [
         SqlValue::Integer(89),
         SqlValue::Text("python".into()),
         SqlValue::Blob(vector),
+        SqlValue::Blob(rescue_plugin::text::term_set(&terms)),
     ];
     group.bench_function("secure_example", |b| {
         b.iter(|| {
-            kb.query(black_box(&example), black_box(&example_params))
+            kb.query(black_box(example), black_box(&example_params))
                 .unwrap()
         })
     });

@@ -11,7 +11,6 @@ pub mod harness;
 pub mod inproc;
 pub mod load;
 pub mod mock;
-pub mod plugin_sql;
 pub mod procfs;
 pub mod proxy;
 pub mod report;

@@ -1,14 +1,17 @@
 //! Properties of `rescue_plugin::text`: request text to retrieval terms and
 //! the lexical query's JSON array built from them.
 
-use rescue_plugin::text::{is_stopword, json_array, shared_terms, terms, words};
+use rescue_plugin::text::{
+    is_stopword, json_array, shared_terms, shared_words, term_set, terms, word_set, words,
+};
 
 /// Checks one text. Properties: words are non-empty and hold no whitespace,
 /// quote or FTS5 operator character; terms
 /// are a duplicate-free subset of the words without stopwords, single
 /// letters or pure numbers; the lexical query's parameter is a JSON array of
 /// exactly the terms (and of any strings at all), so request text can never
-/// change its shape; `shared_terms` counts what `terms` would.
+/// change its shape; `shared_terms` counts what `terms` would, and so do the
+/// word sets the KB stores (`word_set` against `term_set`).
 pub fn check(text: &str) {
     let words = words(text);
     for word in &words {
@@ -41,6 +44,16 @@ pub fn check(text: &str) {
         shared_terms(text, &request),
         expected,
         "shared terms of {text:?}"
+    );
+    assert_eq!(
+        shared_words(&word_set(text), &term_set(&request)),
+        Some(expected),
+        "shared words of {text:?}"
+    );
+    assert_eq!(
+        shared_words(&word_set(text), &term_set(&terms)),
+        Some(terms.len()),
+        "a text shares all its terms with itself: {text:?}"
     );
 
     // The lexical query's parameter is a JSON array holding exactly the

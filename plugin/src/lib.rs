@@ -8,7 +8,7 @@
 
 pub mod compose;
 pub mod retrieve;
-pub mod text;
+pub use rescue_text as text;
 
 /// Guest bindings generated from `wit/rescue.wit`.
 // The generated glue flattens records into many parameters: that is the
@@ -23,7 +23,8 @@ mod bindings {
     });
 }
 
-use bindings::rescue::plugin::kb::{self, SqlValue};
+use bindings::rescue::plugin::kb;
+pub use bindings::rescue::plugin::kb::SqlValue;
 pub use bindings::rescue::plugin::types::{
     Augmentation, CodeBlock, CweHit, FacetScore, Mode, PluginError, RequestFacets, Retrieval,
     RetrievalParams,

@@ -8,7 +8,8 @@
 //!   fits short and long requests;
 //! - semantic: cosine similarity between a static embedding of the same terms
 //!   and the embedding of each CWE's name, description, cause and guideline
-//!   (host `embed` import; the dot product runs inside the KB query).
+//!   (host `embed` import; the dot products run inside the KB query, all
+//!   of the request language's weaknesses in one call).
 //!
 //! Each facet ranks its candidates; the paper's thresholded reciprocal rank
 //! fusion combines them: a CWE earns weight / (rrf-k + rank) from every facet
@@ -38,29 +39,31 @@ use crate::{
 // Candidate counts are literal LIMITs: a bound LIMIT makes SQLite re-plan
 // (and so re-prepare) the statement on every run, defeating the cache.
 
-/// BM25 of the request's words (?1, a JSON array) against each in-scope
-/// CWE's name, description, guideline, cause, the task descriptions of its
-/// code pairs and its API set: FTS5's own scores, precomputed per word at
-/// build time (KB tables lexical_word, lexical_posting; column weights in
-/// host/src/kb/lexical.rs), summed here as FTS5 sums an OR query's phrases.
-/// The postings carry the CWE's languages, so the filters need no lookup;
-/// CROSS JOINs fix the plan (words, then their postings). No names: the
-/// facets rank ids, and names are read for what is shown (GUIDELINE_SQL,
-/// NAMES_SQL).
-pub const LEXICAL_SQL: &str = "SELECT p.cwe, sum(p.score) AS score \
-     FROM json_each(?1) q CROSS JOIN lexical_word w ON w.word = q.value \
-     CROSS JOIN lexical_posting p ON p.stem = w.stem \
-     WHERE (?2 = '' OR p.languages = '' OR instr(',' || p.languages || ',', ',' || ?2 || ',') > 0) \
-       AND (?3 = '' OR instr(?3, ',' || p.cwe || ',') > 0) \
-     GROUP BY p.cwe ORDER BY score DESC, p.cwe LIMIT 20";
+/// How many candidates each CWE-level facet ranks (the rank cut applies
+/// within them).
+const FACET_CANDIDATES: usize = 20;
 
-/// In-scope weaknesses by cosine similarity to the query vector (?1): one
-/// range scan of cwe_vector, which carries the filter columns.
-const SEMANTIC_SQL: &str = "SELECT v.cwe, vector_dot(v.vector, ?1) AS similarity \
-     FROM cwe_vector v WHERE v.in_scope = 1 \
-       AND (?2 = '' OR v.languages = '' OR instr(',' || v.languages || ',', ',' || ?2 || ',') > 0) \
-       AND (?3 = '' OR instr(?3, ',' || v.cwe || ',') > 0) \
-     ORDER BY similarity DESC, v.cwe LIMIT 20";
+/// The posting lists of the request's words (?1, a JSON array): per word,
+/// the BM25 of every in-scope CWE whose name, description, guideline,
+/// cause, pair task descriptions or API set holds it: FTS5's own scores,
+/// precomputed per word at build time (KB tables lexical_word,
+/// lexical_stem; column weights in host/src/kb/lexical.rs), summed by the
+/// facet as FTS5 sums an OR query's phrases. One row per known word, each
+/// a packed list (rescue_text::packed): a handful of rows where one row per
+/// posting cost ~100. CROSS JOINs fix the plan (words, then their stems).
+pub const LEXICAL_SQL: &str = "SELECT s.postings \
+     FROM json_each(?1) q CROSS JOIN lexical_word w ON w.word = q.value \
+     CROSS JOIN lexical_stem s ON s.stem = w.stem";
+
+/// The in-scope weaknesses for the request's language (?2, as the catalog
+/// names it; '' for none; a language no weakness lists reads the row of
+/// those that list none), and the cosine similarity of the query vector
+/// (?1; NULL without one) to each of those with a vector: one row, one call
+/// of the host's vector_scores over the packed matrix (KB table
+/// cwe_language). Both facets filter on the first list.
+pub const LANGUAGE_SQL: &str = "SELECT c.cwes, c.vector_cwes, vector_scores(c.vectors, ?1) \
+     FROM cwe_language c WHERE c.language = \
+       coalesce((SELECT l.language FROM cwe_language l WHERE l.language = ?2), '*')";
 
 /// Every weakness (in scope or not) by cosine similarity, for the hierarchy
 /// walk; `in_scope` says which ones the KB has knowledge for. Most of the
@@ -90,10 +93,13 @@ const NAMES_SQL: &str =
 
 /// Candidate secure examples of one CWE in the request's language, shortest
 /// first (a range scan of example_candidate, which holds everything ranked
-/// here), with their semantic similarity to the query vector (?3; NULL
-/// without one). No code: only the chosen example's code crosses into the
-/// sandbox (EXAMPLE_CODE_SQL), which halves the cost of a retrieval.
-const EXAMPLE_SQL: &str = "SELECT e.example, e.apis, e.intro, e.lines_after, \
+/// here), with the words their API list and their task share with the
+/// request (word sets compared by the host's shared_words; ?4 is the
+/// request terms' set, rescue_text::term_set) and their semantic
+/// similarity to the query vector (?3; NULL without one). No text: only
+/// the chosen example's code crosses into the sandbox (EXAMPLE_CODE_SQL).
+pub const EXAMPLE_SQL: &str = "SELECT e.example, shared_words(e.api_words, ?4), \
+       shared_words(e.intro_words, ?4), e.lines_after, \
        CASE WHEN ?3 IS NULL OR e.vector IS NULL THEN 0.0 ELSE vector_dot(e.vector, ?3) END \
      FROM example_candidate e WHERE e.cwe = ?1 AND e.language = ?2 \
      ORDER BY e.code_length, e.example LIMIT 32";
@@ -101,7 +107,8 @@ const EXAMPLE_SQL: &str = "SELECT e.example, e.apis, e.intro, e.lines_after, \
 /// The same in any other language (?2; '' when the request's is unknown):
 /// when none of the chosen CWEs has an example in the request's language,
 /// one in another language still shows the fix.
-const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.example, e.apis, e.intro, e.lines_after, \
+const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.example, shared_words(e.api_words, ?4), \
+       shared_words(e.intro_words, ?4), e.lines_after, \
        CASE WHEN ?3 IS NULL OR e.vector IS NULL THEN 0.0 ELSE vector_dot(e.vector, ?3) END \
      FROM example_candidate e WHERE e.cwe = ?1 AND e.language <> '' AND e.language <> ?2 \
      ORDER BY e.code_length, e.example LIMIT 32";
@@ -313,8 +320,6 @@ pub fn augment(
         });
     }
 
-    let mut candidates: Vec<Candidate> = Vec::new();
-    lexical_facet(caps, &terms, &language, &scope, &mut candidates)?;
     // The semantic query is the lexical terms, not the raw prompt: a static
     // embedding of a whole prompt is dominated by its boilerplate (EVAL.md).
     let mut semantic_terms = terms.clone();
@@ -324,8 +329,33 @@ pub fn augment(
         .iter()
         .any(|x| *x != 0.0)
         .then(|| vector_blob(&query_vector));
-    if let Some(blob) = &query_blob {
-        semantic_facet(caps, params, blob, &language, &scope, &mut candidates)?;
+    let view = LanguageView::read(caps, query_blob.as_deref(), &language)?;
+    let in_policy = |id: i64| {
+        params.cwe_scope.is_empty() || params.cwe_scope.iter().any(|c| i64::from(*c) == id)
+    };
+
+    let mut candidates: Vec<Candidate> = Vec::new();
+    lexical_facet(caps, &terms, &view, &in_policy, &mut candidates)?;
+    if params.hierarchy_walk {
+        if let Some(blob) = &query_blob {
+            let rows = semantic_rows_walking(caps, blob, &language)?;
+            semantic_facet(caps, params, &rows, &language, &scope, &mut candidates)?;
+        }
+    } else if let Some(scores) = &view.scores {
+        let mut rows: Vec<SemanticRow> = view
+            .vector_cwes
+            .iter()
+            .zip(scores)
+            .filter(|(id, _)| in_policy(**id))
+            .map(|(id, similarity)| SemanticRow {
+                id: *id,
+                similarity: *similarity,
+                in_scope: true,
+            })
+            .collect();
+        rows.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then(a.id.cmp(&b.id)));
+        rows.truncate(FACET_CANDIDATES);
+        semantic_facet(caps, params, &rows, &language, &scope, &mut candidates)?;
     }
 
     let mut ranked: Vec<(f64, &Candidate)> = candidates
@@ -441,35 +471,90 @@ fn sort_fused(list: &mut [(f64, &Candidate)]) {
     });
 }
 
-fn lexical_facet(
+/// The request language's row of `cwe_language` (LANGUAGE_SQL).
+struct LanguageView {
+    /// Every in-scope CWE for the language, ascending: the facets' filter.
+    cwes: Vec<i64>,
+    /// Those with a vector, ascending, and their similarity to the query
+    /// (`None` without a query vector).
+    vector_cwes: Vec<i64>,
+    scores: Option<Vec<f64>>,
+}
+
+impl LanguageView {
+    fn read(
+        caps: &dyn Capabilities,
+        query: Option<&[u8]>,
+        language: &str,
+    ) -> Result<Self, PluginError> {
+        let rows = caps
+            .query(
+                LANGUAGE_SQL,
+                &[
+                    query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
+                    SqlValue::Text(language.to_string()),
+                ],
+            )
+            .map_err(PluginError::Kb)?;
+        let schema = |what: &str| PluginError::Schema(format!("cwe_language: {what}"));
+        let [row] = rows.as_slice() else {
+            return Err(schema(&format!("{} rows for {language:?}", rows.len())));
+        };
+        let [SqlValue::Blob(cwes), SqlValue::Blob(vector_cwes), scores] = row.as_slice() else {
+            return Err(schema(&format!("unexpected row {row:?}")));
+        };
+        let cwes = text::packed::read_ids(cwes).ok_or_else(|| schema("cwes"))?;
+        let vector_cwes =
+            text::packed::read_ids(vector_cwes).ok_or_else(|| schema("vector_cwes"))?;
+        let scores = match scores {
+            SqlValue::Null => None,
+            SqlValue::Blob(scores) => Some(
+                text::packed::read_scores(scores)
+                    .filter(|s| s.len() == vector_cwes.len())
+                    .ok_or_else(|| schema("one score per vector"))?,
+            ),
+            other => return Err(schema(&format!("scores {other:?}"))),
+        };
+        Ok(Self {
+            cwes,
+            vector_cwes,
+            scores,
+        })
+    }
+
+    fn admits(&self, id: i64) -> bool {
+        self.cwes.binary_search(&id).is_ok()
+    }
+}
+
+/// The lexical facet's candidates for `terms` in `language` (as the catalog
+/// names it; '' for none): (CWE, BM25 summed over the terms), best first,
+/// as many as the facet ranks. The same code the facet runs; public so the
+/// precomputed index can be checked against FTS5 (tests/tests/lexical_index.rs).
+pub fn lexical_ranking(
     caps: &dyn Capabilities,
     terms: &[String],
     language: &str,
-    scope: &str,
+) -> Result<Vec<(i64, f64)>, PluginError> {
+    let view = LanguageView::read(caps, None, language)?;
+    rank_lexical(caps, terms, &view, &|_| true)
+}
+
+fn lexical_facet(
+    caps: &dyn Capabilities,
+    terms: &[String],
+    view: &LanguageView,
+    in_policy: &dyn Fn(i64) -> bool,
     candidates: &mut Vec<Candidate>,
 ) -> Result<(), PluginError> {
-    let rows = caps
-        .query(
-            LEXICAL_SQL,
-            &[
-                SqlValue::Text(text::json_array(terms)),
-                SqlValue::Text(language.to_string()),
-                SqlValue::Text(scope.to_string()),
-            ],
-        )
-        .map_err(PluginError::Kb)?;
+    let scores = rank_lexical(caps, terms, view, in_policy)?;
     // BM25 sums over query terms, so long prompts (a docstring, a pasted
     // file) pile up weak matches; dividing by sqrt(#terms) makes one
     // threshold work for a one-line request and a long one alike.
     let length_norm = (terms.len() as f64).sqrt();
-    for (rank, row) in rows.iter().enumerate() {
-        let [SqlValue::Integer(id), SqlValue::Real(score)] = row.as_slice() else {
-            return Err(PluginError::Schema(format!(
-                "unexpected lexical row {row:?}"
-            )));
-        };
+    for (rank, (id, score)) in scores.into_iter().enumerate() {
         candidates.push(Candidate {
-            id: *id,
+            id,
             lexical: Some(FacetScore {
                 score: score / length_norm,
                 rank: rank as u32 + 1,
@@ -481,41 +566,98 @@ fn lexical_facet(
     Ok(())
 }
 
+/// The posting lists of `terms` summed per CWE the language and the policy
+/// admit, best first (ties to the lower id), at most FACET_CANDIDATES.
+fn rank_lexical(
+    caps: &dyn Capabilities,
+    terms: &[String],
+    view: &LanguageView,
+    in_policy: &dyn Fn(i64) -> bool,
+) -> Result<Vec<(i64, f64)>, PluginError> {
+    let rows = caps
+        .query(LEXICAL_SQL, &[SqlValue::Text(text::json_array(terms))])
+        .map_err(PluginError::Kb)?;
+    let mut scores: Vec<(i64, f64)> = Vec::new();
+    for row in &rows {
+        let [SqlValue::Blob(postings)] = row.as_slice() else {
+            return Err(PluginError::Schema(format!(
+                "unexpected lexical row {row:?}"
+            )));
+        };
+        text::packed::for_each_posting(postings, |id, score| {
+            if !view.admits(id) || !in_policy(id) {
+                return;
+            }
+            match scores.iter_mut().find(|(c, _)| *c == id) {
+                Some((_, sum)) => *sum += score,
+                None => scores.push((id, score)),
+            }
+        })
+        .ok_or_else(|| PluginError::Schema("lexical postings".into()))?;
+    }
+    scores.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
+    scores.truncate(FACET_CANDIDATES);
+    Ok(scores)
+}
+
+/// One weakness the semantic facet ranks, best first.
+struct SemanticRow {
+    id: i64,
+    similarity: f64,
+    /// Whether the KB has knowledge for it (only the hierarchy walk sees
+    /// weaknesses it has none for).
+    in_scope: bool,
+}
+
+/// Every weakness for the language, in scope or not, best first: where the
+/// hierarchy walk starts (SEMANTIC_ALL_SQL).
+fn semantic_rows_walking(
+    caps: &dyn Capabilities,
+    query: &[u8],
+    language: &str,
+) -> Result<Vec<SemanticRow>, PluginError> {
+    caps.query(
+        SEMANTIC_ALL_SQL,
+        &[
+            SqlValue::Blob(query.to_vec()),
+            SqlValue::Text(language.to_string()),
+        ],
+    )
+    .map_err(PluginError::Kb)?
+    .iter()
+    .map(|row| match row.as_slice() {
+        [
+            SqlValue::Integer(id),
+            SqlValue::Real(similarity),
+            SqlValue::Integer(in_scope),
+        ] => Ok(SemanticRow {
+            id: *id,
+            similarity: *similarity,
+            in_scope: *in_scope == 1,
+        }),
+        _ => Err(PluginError::Schema(format!(
+            "unexpected semantic row {row:?}"
+        ))),
+    })
+    .collect()
+}
+
+/// Ranks `rows` (best first) into the candidates, up to the rank cut.
 fn semantic_facet(
     caps: &dyn Capabilities,
     params: &RetrievalParams,
-    query: &[u8],
+    rows: &[SemanticRow],
     language: &str,
     scope: &str,
     candidates: &mut Vec<Candidate>,
 ) -> Result<(), PluginError> {
-    let blob = SqlValue::Blob(query.to_vec());
-    let lang = SqlValue::Text(language.to_string());
-    let rows = if params.hierarchy_walk {
-        caps.query(SEMANTIC_ALL_SQL, &[blob, lang])
-    } else {
-        caps.query(
-            SEMANTIC_SQL,
-            &[blob, lang, SqlValue::Text(scope.to_string())],
-        )
-    }
-    .map_err(PluginError::Kb)?;
-
     let mut rank = 0u32;
-    for row in &rows {
-        let (id, similarity, in_scope) = match row.as_slice() {
-            [SqlValue::Integer(id), SqlValue::Real(similarity)] => (*id, *similarity, true),
-            [
-                SqlValue::Integer(id),
-                SqlValue::Real(similarity),
-                SqlValue::Integer(in_scope),
-            ] => (*id, *similarity, *in_scope == 1),
-            _ => {
-                return Err(PluginError::Schema(format!(
-                    "unexpected semantic row {row:?}"
-                )));
-            }
-        };
+    for &SemanticRow {
+        id,
+        similarity,
+        in_scope,
+    } in rows
+    {
         let in_policy = scope.is_empty() || scope.contains(&format!(",{id},"));
         // Who takes this hit's place: itself, or (walking the hierarchy)
         // the in-scope parents and children of a weakness the KB has no
@@ -615,6 +757,7 @@ fn example_candidates(
     sql: &str,
 ) -> Result<Vec<ExampleCandidate>, PluginError> {
     let mut pool = Vec::new();
+    let term_set = text::term_set(request_terms);
     for (cwe_rank, candidate) in chosen.iter().enumerate() {
         let rows = caps
             .query(
@@ -623,14 +766,15 @@ fn example_candidates(
                     SqlValue::Integer(candidate.id),
                     SqlValue::Text(language.to_string()),
                     query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
+                    SqlValue::Blob(term_set.clone()),
                 ],
             )
             .map_err(PluginError::Kb)?;
         for (position, row) in rows.iter().enumerate() {
             let [
                 SqlValue::Text(example_id),
-                SqlValue::Text(apis),
-                SqlValue::Text(intro),
+                SqlValue::Integer(shared_apis),
+                SqlValue::Integer(shared_task_words),
                 SqlValue::Integer(lines),
                 SqlValue::Real(similarity),
             ] = row.as_slice()
@@ -639,11 +783,10 @@ fn example_candidates(
                     "unexpected example row {row:?}"
                 )));
             };
-            let shared = |text: &str| text::shared_terms(text, request_terms) as i64;
             pool.push(ExampleCandidate {
                 id: example_id.clone(),
                 cwe: candidate.id,
-                overlap: 2 * shared(apis) + shared(intro),
+                overlap: 2 * shared_apis + shared_task_words,
                 similarity: *similarity,
                 cwe_rank,
                 too_short: *lines < 3,
@@ -758,15 +901,23 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    /// A fake knowledge base: answers each kind of query with fixed rows and
-    /// records what the plugin asked for.
+    /// A fake knowledge base: answers each kind of query from fixed data
+    /// (packed as the real KB packs it) and records what the plugin asked for.
     #[derive(Default)]
     struct FakeKb {
-        lexical: Vec<Vec<SqlValue>>,
-        semantic: Vec<Vec<SqlValue>>,
+        /// (CWE, BM25) postings, as if the request had one known word.
+        lexical: Vec<(i64, f64)>,
+        /// Rows of the lexical query instead, when set.
+        raw_lexical_rows: Option<Vec<Vec<SqlValue>>>,
+        /// (CWE, similarity) of the language's weaknesses with a vector.
+        semantic: Vec<(i64, f64)>,
+        /// The language's in-scope weaknesses; by default every CWE above.
+        language_cwes: Option<Vec<i64>>,
+        /// Rows of the hierarchy walk's query (SEMANTIC_ALL_SQL).
+        walk: Vec<Vec<SqlValue>>,
         neighbours: Vec<Vec<SqlValue>>,
-        examples: Vec<Vec<SqlValue>>,
-        other_language_examples: Vec<Vec<SqlValue>>,
+        examples: Vec<FakeExample>,
+        other_language_examples: Vec<FakeExample>,
         calls: Vec<String>,
         vector: Vec<f32>,
         answer: Option<String>,
@@ -781,9 +932,42 @@ mod tests {
                 .borrow_mut()
                 .push((sql.to_string(), params.to_vec()));
             Ok(if sql == LEXICAL_SQL {
-                self.lexical.clone()
-            } else if sql == SEMANTIC_SQL || sql == SEMANTIC_ALL_SQL {
-                self.semantic.clone()
+                self.raw_lexical_rows.clone().unwrap_or_else(|| {
+                    vec![vec![SqlValue::Blob(text::packed::write_postings(
+                        &self.lexical,
+                    ))]]
+                })
+            } else if sql == LANGUAGE_SQL {
+                let mut cwes = self.language_cwes.clone().unwrap_or_else(|| {
+                    self.lexical
+                        .iter()
+                        .chain(&self.semantic)
+                        .map(|(id, _)| *id)
+                        .collect()
+                });
+                cwes.sort();
+                cwes.dedup();
+                // As in the KB, only the language's weaknesses have vectors.
+                let mut semantic: Vec<(i64, f64)> = self
+                    .semantic
+                    .iter()
+                    .filter(|(id, _)| cwes.contains(id))
+                    .copied()
+                    .collect();
+                semantic.sort_by_key(|(id, _)| *id);
+                let scores = match &params[0] {
+                    SqlValue::Null => SqlValue::Null,
+                    _ => {
+                        SqlValue::Blob(text::packed::write_scores(semantic.iter().map(|(_, s)| *s)))
+                    }
+                };
+                vec![vec![
+                    SqlValue::Blob(text::packed::write_ids(cwes)),
+                    SqlValue::Blob(text::packed::write_ids(semantic.iter().map(|(id, _)| *id))),
+                    scores,
+                ]]
+            } else if sql == SEMANTIC_ALL_SQL {
+                self.walk.clone()
             } else if sql == NEIGHBOURS_SQL {
                 self.neighbours.clone()
             } else if sql == GUIDELINE_SQL {
@@ -804,9 +988,11 @@ mod tests {
                     SqlValue::Text(format!("# code of {id}")),
                 ]]
             } else if sql == EXAMPLE_ANY_LANGUAGE_SQL {
-                self.other_language_examples.clone()
+                FakeExample::rows(&self.other_language_examples, params)
+            } else if sql == EXAMPLE_SQL {
+                FakeExample::rows(&self.examples, params)
             } else {
-                self.examples.clone()
+                panic!("unexpected query {sql}")
             })
         }
         fn extract_calls(&self, _language: &str, _source: &str) -> Vec<String> {
@@ -839,22 +1025,61 @@ mod tests {
             .collect()
     }
 
-    fn lexical(id: i64, bm25: f64) -> Vec<SqlValue> {
-        vec![SqlValue::Integer(id), SqlValue::Real(bm25)]
+    fn lexical(id: i64, bm25: f64) -> (i64, f64) {
+        (id, bm25)
     }
 
-    fn semantic(id: i64, similarity: f64) -> Vec<SqlValue> {
-        vec![SqlValue::Integer(id), SqlValue::Real(similarity)]
+    fn semantic(id: i64, similarity: f64) -> (i64, f64) {
+        (id, similarity)
     }
 
-    fn example_row(id: &str, apis: &str, intro: &str, lines: i64, sim: f64) -> Vec<SqlValue> {
-        vec![
-            SqlValue::Text(id.into()),
-            SqlValue::Text(apis.into()),
-            SqlValue::Text(intro.into()),
-            SqlValue::Integer(lines),
-            SqlValue::Real(sim),
-        ]
+    /// An example candidate; its rows compare word sets as the KB does.
+    #[derive(Clone)]
+    struct FakeExample {
+        id: &'static str,
+        apis: &'static str,
+        intro: &'static str,
+        lines: i64,
+        similarity: f64,
+    }
+
+    impl FakeExample {
+        fn rows(examples: &[FakeExample], params: &[SqlValue]) -> Vec<Vec<SqlValue>> {
+            let SqlValue::Blob(terms) = &params[3] else {
+                panic!("a term set expected, got {params:?}")
+            };
+            let shared = |text: &str| {
+                text::shared_words(&text::word_set(text), terms).expect("word sets") as i64
+            };
+            examples
+                .iter()
+                .map(|e| {
+                    vec![
+                        SqlValue::Text(e.id.into()),
+                        SqlValue::Integer(shared(e.apis)),
+                        SqlValue::Integer(shared(e.intro)),
+                        SqlValue::Integer(e.lines),
+                        SqlValue::Real(e.similarity),
+                    ]
+                })
+                .collect()
+        }
+    }
+
+    fn example_row(
+        id: &'static str,
+        apis: &'static str,
+        intro: &'static str,
+        lines: i64,
+        similarity: f64,
+    ) -> FakeExample {
+        FakeExample {
+            id,
+            apis,
+            intro,
+            lines,
+            similarity,
+        }
     }
 
     fn params() -> RetrievalParams {
@@ -995,13 +1220,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kb.embedded.borrow().as_slice(), ["builds sql query"]);
-        // A zero vector means no semantic signal: no semantic query at all.
-        assert!(
-            kb.queries
-                .borrow()
-                .iter()
-                .all(|(sql, _)| sql != SEMANTIC_SQL)
-        );
+        // A zero vector means no semantic signal: nothing to score.
+        let queries = kb.queries.borrow();
+        let (_, language_params) = queries
+            .iter()
+            .find(|(sql, _)| sql == LANGUAGE_SQL)
+            .expect("the language's weaknesses are read");
+        assert_eq!(language_params[0], SqlValue::Null);
     }
 
     #[test]
@@ -1038,28 +1263,50 @@ mod tests {
         });
         augment(&kb, &f, &params()).unwrap();
         let queries = kb.queries.borrow();
+        let sent = |which: &str| {
+            &queries
+                .iter()
+                .find(|(sql, _)| sql == which)
+                .expect("queried")
+                .1
+        };
         assert_eq!(
-            queries[0].1[0],
+            sent(LEXICAL_SQL)[0],
             SqlValue::Text(r#"["fix","cursor","execute"]"#.into())
         );
-        assert_eq!(queries[0].1[1], SqlValue::Text("python".into()));
+        assert_eq!(sent(LANGUAGE_SQL)[1], SqlValue::Text("python".into()));
+    }
+
+    #[test]
+    fn weaknesses_outside_the_language_are_no_candidates() {
+        let kb = FakeKb {
+            lexical: vec![lexical(89, 12.0), lexical(79, 11.0)],
+            semantic: vec![semantic(79, 0.9), semantic(89, 0.8)],
+            language_cwes: Some(vec![89]),
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let out = augment(&kb, &facets(TASK), &params()).unwrap();
+        assert_eq!(ids(&out.candidates), ["CWE-89"]);
+        let only = &out.candidates[0];
+        assert_eq!(only.lexical.unwrap().rank, 1);
+        assert_eq!(only.semantic.unwrap().rank, 1);
     }
 
     #[test]
     fn the_cwe_scope_reaches_both_facets() {
         let kb = FakeKb {
+            lexical: vec![lexical(20, 12.0), lexical(89, 11.0)],
+            semantic: vec![semantic(20, 0.9), semantic(79, 0.8)],
             vector: vec![1.0; 4],
             ..FakeKb::default()
         };
         let mut p = params();
         p.cwe_scope = vec![89, 79];
-        augment(&kb, &facets("sql query"), &p).unwrap();
-        let queries = kb.queries.borrow();
-        for (sql, params) in queries.iter() {
-            assert!(sql == LEXICAL_SQL || sql == SEMANTIC_SQL);
-            assert_eq!(params[2], SqlValue::Text(",89,79,".into()));
-        }
-        assert_eq!(queries.len(), 2);
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-79"]);
+        assert_eq!(out.candidates[0].lexical.unwrap().rank, 1);
+        assert_eq!(out.candidates[1].semantic.unwrap().rank, 1);
     }
 
     #[test]
@@ -1072,7 +1319,7 @@ mod tests {
             ]
         };
         let kb = FakeKb {
-            semantic: vec![walk_row(522, 0.9, 0), walk_row(79, 0.7, 1)],
+            walk: vec![walk_row(522, 0.9, 0), walk_row(79, 0.7, 1)],
             neighbours: vec![vec![SqlValue::Integer(256)]],
             vector: vec![1.0; 4],
             ..FakeKb::default()
@@ -1097,14 +1344,19 @@ mod tests {
 
     #[test]
     fn malformed_rows_are_a_schema_error() {
-        let kb = FakeKb {
-            lexical: vec![vec![SqlValue::Null]],
-            ..FakeKb::default()
-        };
-        assert!(matches!(
-            augment(&kb, &facets("sql query"), &params()),
-            Err(PluginError::Schema(_))
-        ));
+        for rows in [
+            vec![vec![SqlValue::Null]],
+            vec![vec![SqlValue::Blob(vec![0; 13])]],
+        ] {
+            let kb = FakeKb {
+                raw_lexical_rows: Some(rows),
+                ..FakeKb::default()
+            };
+            assert!(matches!(
+                augment(&kb, &facets("sql query"), &params()),
+                Err(PluginError::Schema(_))
+            ));
+        }
     }
 
     #[test]
@@ -1174,8 +1426,12 @@ mod tests {
         augment(&kb, &facets("look up a user"), &p).unwrap();
         assert!(kb.prompts.borrow()[0].ends_with("look up a user"));
         let queries = kb.queries.borrow();
+        let (_, lexical_params) = queries
+            .iter()
+            .find(|(sql, _)| sql == LEXICAL_SQL)
+            .expect("lexical query");
         assert_eq!(
-            queries[0].1[0],
+            lexical_params[0],
             SqlValue::Text(r#"["look","user","cursor","execute"]"#.into())
         );
         let embedded = kb.embedded.borrow();

@@ -10,7 +10,10 @@
 //!
 //! The reader also holds the knowledge base's embedding model (the `embed`
 //! capability), loaded from the verified file, and gives every connection
-//! the one SQL function retrieval needs beyond SQLite's own: `vector_dot`.
+//! the SQL functions retrieval needs beyond SQLite's own: `vector_dot` (one
+//! stored vector against the query), `vector_scores` (a packed matrix of
+//! them in one call) and `shared_words` (how many words two word sets
+//! share, `rescue_text::word_set`).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -218,6 +221,43 @@ impl KbReader {
                 }
             },
         )?;
+        conn.create_scalar_function(
+            "vector_scores",
+            2,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| match (ctx.get_raw(0), ctx.get_raw(1)) {
+                (ValueRef::Null, _) | (_, ValueRef::Null) => Ok(None),
+                (ValueRef::Blob(vectors), ValueRef::Blob(query)) => vector_scores(vectors, query)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        rusqlite::Error::UserFunctionError(
+                            "vector_scores: not a whole number of half-float vectors of the query's dimension".into(),
+                        )
+                    }),
+                _ => Err(rusqlite::Error::UserFunctionError(
+                    "vector_scores takes two blobs: half-float vectors, an f32 query".into(),
+                )),
+            },
+        )?;
+        conn.create_scalar_function(
+            "shared_words",
+            2,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| match (ctx.get_raw(0), ctx.get_raw(1)) {
+                (ValueRef::Blob(a), ValueRef::Blob(b)) => rescue_text::shared_words(a, b)
+                    .map(|n| n as i64)
+                    .ok_or_else(|| {
+                        rusqlite::Error::UserFunctionError(
+                            "shared_words: a word set is a multiple of 8 bytes".into(),
+                        )
+                    }),
+                _ => Err(rusqlite::Error::UserFunctionError(
+                    "shared_words takes two blobs (word sets)".into(),
+                )),
+            },
+        )?;
         let steps = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&steps);
         conn.progress_handler(
@@ -260,6 +300,22 @@ impl KbReader {
     }
 }
 
+/// `vector_scores(vectors, query)`: the dot product of the f32 `query` with
+/// each of the half-float vectors concatenated in `vectors`, as packed f64
+/// scores in the same order (`rescue_text::packed`). `None` unless `vectors`
+/// holds a whole number of vectors of the query's dimension.
+fn vector_scores(vectors: &[u8], query: &[u8]) -> Option<Vec<u8>> {
+    let row = query.len() / 2;
+    if row == 0 || !vectors.len().is_multiple_of(row) {
+        return None;
+    }
+    let scores: Option<Vec<f64>> = vectors
+        .chunks_exact(row)
+        .map(|vector| embed::dot_le_bytes(vector, query))
+        .collect();
+    Some(rescue_text::packed::write_scores(scores?))
+}
+
 /// The embedding model stored in an open knowledge base.
 fn load_embedder(conn: &Connection) -> Result<Embedder, String> {
     let mut stmt = conn
@@ -280,7 +336,7 @@ fn load_embedder(conn: &Connection) -> Result<Embedder, String> {
     Embedder::new(pieces, vectors, scales).map_err(|e| e.to_string())
 }
 
-/// Only reads, selects and function calls (SQLite's and `vector_dot`) are allowed.
+/// Only reads, selects and function calls (SQLite's and ours) are allowed.
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Select
@@ -452,5 +508,68 @@ mod tests {
         let (_dir, kb) = fixture();
         let err = kb.query("SELECT id FROM t", &[]).unwrap_err();
         assert!(matches!(err, QueryError::LimitExceeded(_)), "{err:?}");
+    }
+
+    #[test]
+    fn vector_scores_scores_every_row_as_vector_dot_does() {
+        let (_dir, kb) = fixture();
+        let rows: [&[f32]; 3] = [&[1.0, 0.0, 0.5, 0.25], &[0.0, 1.0, 0.0, 0.0], &[-1.0; 4]];
+        let query = embed::to_le_bytes(&[0.5, 0.25, 1.0, 2.0]);
+        let matrix: Vec<u8> = rows
+            .iter()
+            .flat_map(|r| embed::to_f16_le_bytes(r))
+            .collect();
+        let got = kb
+            .query(
+                "SELECT vector_scores(?1, ?2)",
+                &[SqlValue::Blob(matrix), SqlValue::Blob(query.clone())],
+            )
+            .unwrap();
+        let [SqlValue::Blob(scores)] = got[0].as_slice() else {
+            panic!("{got:?}")
+        };
+        let scores = rescue_text::packed::read_scores(scores).unwrap();
+        let expected: Vec<f64> = rows
+            .iter()
+            .map(|r| embed::dot_le_bytes(&embed::to_f16_le_bytes(r), &query).unwrap())
+            .collect();
+        assert_eq!(scores, expected);
+        assert_eq!(expected, [1.5, 0.25, -3.75]);
+        // NULL in, NULL out; a matrix that is not whole vectors is an error.
+        assert_eq!(
+            kb.query(
+                "SELECT vector_scores(NULL, ?1)",
+                &[SqlValue::Blob(query.clone())]
+            )
+            .unwrap()[0][0],
+            SqlValue::Null
+        );
+        assert!(matches!(
+            kb.query(
+                "SELECT vector_scores(?1, ?2)",
+                &[SqlValue::Blob(vec![0; 12]), SqlValue::Blob(query)]
+            ),
+            Err(QueryError::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn shared_words_compares_word_sets() {
+        let (_dir, kb) = fixture();
+        let set = |t: &str| SqlValue::Blob(rescue_text::word_set(t));
+        let shared = kb
+            .query(
+                "SELECT shared_words(?1, ?2)",
+                &[set("cursor.execute(query)"), set("execute the SQL query")],
+            )
+            .unwrap();
+        assert_eq!(shared[0][0], SqlValue::Integer(2));
+        assert!(matches!(
+            kb.query(
+                "SELECT shared_words(?1, ?2)",
+                &[SqlValue::Blob(vec![1; 9]), set("query")]
+            ),
+            Err(QueryError::Failed(_))
+        ));
     }
 }

@@ -890,24 +890,22 @@ pub(crate) fn write_kb(
         )?;
         let mut cwes: Vec<&CweRow> = content.cwes.iter().collect();
         cwes.sort_by_key(|c| c.id);
-        for c in cwes {
+        let mut vectors: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for c in &cwes {
             let vector = embedder.embed(&semantic_document(c));
             // A text with no known token has no direction; leaving the row
             // out keeps it from matching everything equally (cosine 0).
             if vector.iter().any(|x| *x != 0.0) {
-                insert.execute(params![
-                    c.in_scope,
-                    c.id,
-                    c.languages,
-                    c.name,
-                    embed::to_f16_le_bytes(&vector)
-                ])?;
+                let vector = embed::to_f16_le_bytes(&vector);
+                insert.execute(params![c.in_scope, c.id, c.languages, c.name, vector])?;
+                vectors.insert(c.id, vector);
             }
         }
+        write_cwe_languages(&tx, &cwes, &vectors)?;
 
         let mut insert = tx.prepare(
             "INSERT INTO example_candidate \
-             (cwe, language, code_length, example, lines_after, apis, intro, vector) \
+             (cwe, language, code_length, example, lines_after, api_words, intro_words, vector) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let mut examples: Vec<&ExampleRow> = content.examples.iter().collect();
@@ -924,8 +922,8 @@ pub(crate) fn write_kb(
                 e.code.chars().count() as i64,
                 e.id,
                 e.lines_after as i64,
-                e.apis,
-                e.intro,
+                rescue_text::word_set(&e.apis),
+                rescue_text::word_set(&e.intro),
                 vector
             ])?;
         }
@@ -955,4 +953,51 @@ pub(crate) fn write_kb(
         params![hash, schema::META_CONTENT_HASH],
     )?;
     Ok(hash)
+}
+
+/// The `cwe_language` rows: for every language an in-scope weakness lists,
+/// plus '' (no language: all of them) and '*' (a language none lists: those
+/// that list none), the in-scope weaknesses that apply and the vectors of
+/// those that have one.
+fn write_cwe_languages(
+    tx: &rusqlite::Transaction<'_>,
+    cwes: &[&CweRow],
+    vectors: &BTreeMap<u32, Vec<u8>>,
+) -> rusqlite::Result<()> {
+    let in_scope: Vec<&CweRow> = cwes.iter().copied().filter(|c| c.in_scope).collect();
+    let listed = |c: &CweRow| -> Vec<String> {
+        c.languages
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut languages: BTreeSet<String> = in_scope.iter().flat_map(|c| listed(c)).collect();
+    languages.insert(String::new());
+    languages.insert("*".into());
+    let mut insert = tx.prepare(
+        "INSERT INTO cwe_language (language, cwes, vector_cwes, vectors) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for language in &languages {
+        let applies = |c: &CweRow| {
+            let listed = listed(c);
+            language.is_empty() || listed.is_empty() || listed.contains(language)
+        };
+        let members: Vec<&CweRow> = in_scope.iter().copied().filter(|c| applies(c)).collect();
+        let with_vector: Vec<(u32, &Vec<u8>)> = members
+            .iter()
+            .filter_map(|c| vectors.get(&c.id).map(|v| (c.id, v)))
+            .collect();
+        insert.execute(params![
+            language,
+            rescue_text::packed::write_ids(members.iter().map(|c| i64::from(c.id))),
+            rescue_text::packed::write_ids(with_vector.iter().map(|(id, _)| i64::from(*id))),
+            with_vector
+                .iter()
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect::<Vec<u8>>(),
+        ])?;
+    }
+    Ok(())
 }

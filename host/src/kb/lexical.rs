@@ -19,7 +19,8 @@
 //! measures how often that happens on the dev sets).
 //!
 //! Words with the same stem have the same postings, so the index stores
-//! word -> stem and stem -> (CWE, score) once per stem.
+//! word -> stem and stem -> (CWE, score) postings once per stem, packed in
+//! one blob (`rescue_text::packed`): a request reads one row per word.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,29 +56,20 @@ pub struct LexicalStats {
 }
 
 /// The words of `text` as a request's words may reach the plugin: lowercase
-/// alphanumeric runs, whole and broken at camelCase boundaries.
+/// alphanumeric runs, whole and broken at camelCase boundaries (the plugin's
+/// own splitting, `rescue_text::words`).
 fn candidate_words(text: &str, out: &mut BTreeSet<String>) {
     for run in text.split(|c: char| !c.is_alphanumeric()) {
-        if run.is_empty() {
-            continue;
-        }
-        out.insert(run.to_lowercase());
-        let mut current = String::new();
-        let mut previous_lower = false;
-        for ch in run.chars() {
-            if ch.is_uppercase() && previous_lower && !current.is_empty() {
-                out.insert(std::mem::take(&mut current));
-            }
-            previous_lower = ch.is_lowercase() || ch.is_numeric();
-            current.extend(ch.to_lowercase());
-        }
-        if !current.is_empty() {
-            out.insert(current);
+        if !run.is_empty() {
+            out.insert(run.to_lowercase());
         }
     }
+    rescue_text::for_each_word(text, |word| {
+        out.insert(word.to_owned());
+    });
 }
 
-/// Fills `lexical_word` and `lexical_posting` from `cwe_fts` (which must be
+/// Fills `lexical_word` and `lexical_stem` from `cwe_fts` (which must be
 /// complete) and the embedding vocabulary in `embedding_token`.
 pub fn build_index(conn: &Connection) -> rusqlite::Result<LexicalStats> {
     let mut candidates = BTreeSet::new();
@@ -155,17 +147,11 @@ pub fn build_index(conn: &Connection) -> rusqlite::Result<LexicalStats> {
         }
     }
 
-    let languages: BTreeMap<i64, String> = conn
-        .prepare("SELECT id, languages FROM cwe WHERE in_scope = 1")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-
     // One stem id per distinct posting list, numbered in word order.
     let mut stem_ids: BTreeMap<Vec<(i64, u64)>, i64> = BTreeMap::new();
     let mut insert_word = conn.prepare("INSERT INTO lexical_word (word, stem) VALUES (?1, ?2)")?;
-    let mut insert_posting = conn.prepare(
-        "INSERT INTO lexical_posting (stem, cwe, score, languages) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut insert_stem =
+        conn.prepare("INSERT INTO lexical_stem (stem, postings) VALUES (?1, ?2)")?;
     let mut postings = 0;
     for (word, list) in &matched {
         let key: Vec<(i64, u64)> = list.iter().map(|(id, s)| (*id, s.to_bits())).collect();
@@ -175,10 +161,7 @@ pub fn build_index(conn: &Connection) -> rusqlite::Result<LexicalStats> {
             next
         });
         if stem == next {
-            for (cwe, score) in list {
-                let languages = languages.get(cwe).map_or("", String::as_str);
-                insert_posting.execute(params![stem, cwe, score, languages])?;
-            }
+            insert_stem.execute(params![stem, rescue_text::packed::write_postings(list)])?;
         }
         insert_word.execute(params![word, stem])?;
     }
@@ -220,9 +203,7 @@ mod tests {
             "CREATE VIRTUAL TABLE cwe_fts USING fts5(name, description, guideline, cause, tasks, apis, tokenize = 'porter unicode61');
              CREATE TABLE embedding_token (id INTEGER PRIMARY KEY, piece TEXT NOT NULL, scale REAL NOT NULL, vector BLOB NOT NULL);
              CREATE TABLE lexical_word (word TEXT PRIMARY KEY, stem INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE lexical_posting (stem INTEGER NOT NULL, cwe INTEGER NOT NULL, score REAL NOT NULL, languages TEXT NOT NULL, PRIMARY KEY (stem, cwe)) WITHOUT ROWID;
-             CREATE TABLE cwe (id INTEGER PRIMARY KEY, languages TEXT NOT NULL, in_scope INTEGER NOT NULL);
-             INSERT INTO cwe VALUES (89, '', 1), (79, 'javascript', 1), (22, '', 1);
+             CREATE TABLE lexical_stem (stem INTEGER PRIMARY KEY, postings BLOB NOT NULL);
              INSERT INTO cwe_fts (rowid, name, description, guideline, cause, tasks, apis) VALUES
                (89, 'SQL Injection', 'queries built from input', 'use parameterized queries', 'concatenation', 'build a query', 'cursor.execute'),
                (79, 'Cross-site Scripting', 'input echoed into pages', 'escape output', 'unescaped input', 'render a page', 'render_template'),
@@ -258,25 +239,23 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let stored: Vec<(i64, f64)> = conn
+        let mut stored: BTreeMap<i64, f64> = BTreeMap::new();
+        let lists: Vec<Vec<u8>> = conn
             .prepare(
-                "SELECT p.cwe, sum(p.score) FROM json_each('[\"input\",\"queries\",\"paths\"]') q \
-                 JOIN lexical_word w ON w.word = q.value JOIN lexical_posting p ON p.stem = w.stem \
-                 GROUP BY p.cwe ORDER BY p.cwe",
+                "SELECT s.postings FROM json_each('[\"input\",\"queries\",\"paths\"]') q \
+                 JOIN lexical_word w ON w.word = q.value JOIN lexical_stem s ON s.stem = w.stem",
             )
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let xss_languages: String = conn
-            .query_row(
-                "SELECT DISTINCT languages FROM lexical_posting WHERE cwe = 79",
-                [],
-                |r| r.get(0),
-            )
+        for list in &lists {
+            rescue_text::packed::for_each_posting(list, |cwe, score| {
+                *stored.entry(cwe).or_default() += score;
+            })
             .unwrap();
-        assert_eq!(xss_languages, "javascript");
+        }
         assert_eq!(fts.len(), 3);
         assert_eq!(fts.len(), stored.len());
         for ((a, x), (b, y)) in fts.iter().zip(&stored) {

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -120,19 +120,36 @@ CREATE TABLE cwe_vector (
   PRIMARY KEY (in_scope, cwe)
 ) WITHOUT ROWID;
 
+-- The semantic facet's serving table: per language a request can name,
+-- every in-scope weakness for it (the facets' language filter) and the
+-- vectors of those that have one, concatenated (half floats as in
+-- cwe_vector), so a request reads one row and the host's
+-- vector_scores(vectors, ?) scores them all in one call. language '' is for
+-- a request without a language (every in-scope weakness), '*' for a
+-- language no weakness lists (only those with no listed language). Ids are
+-- packed u32 (rescue_text::packed), ascending.
+CREATE TABLE cwe_language (
+  language TEXT PRIMARY KEY,
+  cwes BLOB NOT NULL,
+  vector_cwes BLOB NOT NULL,
+  vectors BLOB NOT NULL
+) WITHOUT ROWID;
+
 -- The code level's candidates: per example, what the plugin ranks it by
--- (API set, task, length) and the embedding of its task and cause (intro,
--- cause; half floats as in cwe_vector; NULL without a known token), in the
--- order the plugin reads them (one CWE, one language, shortest first): one
--- range scan, no lookups. The code itself stays in `example`.
+-- (the word sets of its API list and of its task, rescue_text::word_set,
+-- compared with the request's by the host's shared_words(set, ?); its
+-- length) and the embedding of its task and cause (intro, cause; half
+-- floats as in cwe_vector; NULL without a known token), in the order the
+-- plugin reads them (one CWE, one language, shortest first): one range
+-- scan, no lookups. The code itself stays in `example`.
 CREATE TABLE example_candidate (
   cwe INTEGER NOT NULL,
   language TEXT NOT NULL,              -- as example.language
   code_length INTEGER NOT NULL,        -- length(example.code) in characters
   example TEXT NOT NULL,               -- example.id
   lines_after INTEGER NOT NULL,
-  apis TEXT NOT NULL,
-  intro TEXT NOT NULL,
+  api_words BLOB NOT NULL,
+  intro_words BLOB NOT NULL,
   vector BLOB,
   PRIMARY KEY (cwe, language, code_length, example)
 ) WITHOUT ROWID;
@@ -141,21 +158,21 @@ CREATE TABLE example_candidate (
 -- FTS5's score for every word a request could send, asked of cwe_fts one
 -- word at a time at build time, with the column weights of
 -- kb::lexical::COLUMN_WEIGHTS. The score of an OR of words is the sum of
--- theirs:
---   SELECT p.cwe, sum(p.score) FROM json_each(?) q
+-- theirs, so the plugin reads the posting lists of the request's words
+--   SELECT s.postings FROM json_each(?) q
 --     JOIN lexical_word w ON w.word = q.value
---     JOIN lexical_posting p ON p.stem = w.stem GROUP BY p.cwe
+--     JOIN lexical_stem s ON s.stem = w.stem
+-- and sums them per CWE.
 CREATE TABLE lexical_word (
   word TEXT PRIMARY KEY,               -- lowercase, as the plugin splits text
   stem INTEGER NOT NULL                -- words FTS5 stems alike share it
 ) WITHOUT ROWID;
-CREATE TABLE lexical_posting (
-  stem INTEGER NOT NULL,
-  cwe INTEGER NOT NULL,                -- an in-scope CWE whose indexed text holds the stem
-  score REAL NOT NULL,                 -- -bm25(cwe_fts, weights) of the one-word query
-  languages TEXT NOT NULL,             -- cwe.languages, so the facet filters without a lookup
-  PRIMARY KEY (stem, cwe)
-) WITHOUT ROWID;
+CREATE TABLE lexical_stem (
+  stem INTEGER PRIMARY KEY,
+  -- (CWE id u32, -bm25(cwe_fts, weights) f64) of every in-scope CWE whose
+  -- indexed text holds the stem, by id (rescue_text::packed postings)
+  postings BLOB NOT NULL
+);
 
 CREATE VIRTUAL TABLE cwe_fts USING fts5(
   name, description, guideline, cause, tasks, apis,

@@ -4,6 +4,13 @@
 //! identifiers (`cursor.execute`, `getUserName`). Both become lowercase word
 //! terms; identifiers are split at `_`, `.` and camelCase boundaries so that an
 //! API name meets the words of a guideline.
+//!
+//! The KB build (host) and the plugin share this crate: the build
+//! precomputes what the plugin matches at serve time (the lexical index's
+//! words, the examples' word sets, the packed columns of [`packed`]), so both
+//! must split text and lay out records the same way.
+
+pub mod packed;
 
 /// Words that carry no security meaning in a coding task: English function
 /// words plus the vocabulary every code-generation prompt shares ("write a
@@ -453,6 +460,63 @@ pub fn json_array(terms: &[String]) -> String {
     out
 }
 
+/// A word's key in a word set: FNV-1a (64 bits) of its lowercase UTF-8.
+/// Collisions among the few thousand distinct words of the KB and a request
+/// are vanishingly unlikely (~1e-12), and a collision only adds one to an
+/// overlap count.
+pub fn word_hash(word: &str) -> u64 {
+    word.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The distinct words of `text` ([`words`]) as a word set: their
+/// [`word_hash`]es, sorted, as little-endian bytes. The KB stores the word set
+/// of each example's API list and task at build time, so serving a request
+/// compares sets instead of splitting the same texts on every request.
+pub fn word_set(text: &str) -> Vec<u8> {
+    let mut hashes = Vec::new();
+    for_each_word(text, |word| hashes.push(word_hash(word)));
+    set_bytes(hashes)
+}
+
+/// The word set of request terms (already lowercase words).
+pub fn term_set(terms: &[String]) -> Vec<u8> {
+    set_bytes(terms.iter().map(|t| word_hash(t)).collect())
+}
+
+fn set_bytes(mut hashes: Vec<u64>) -> Vec<u8> {
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+/// How many words two word sets share (a merge of the sorted hashes); `None`
+/// when either is not a word set (length not a multiple of 8). With
+/// `a = word_set(text)` and `b = term_set(terms)` this is
+/// [`shared_terms`]`(text, terms)`.
+pub fn shared_words(a: &[u8], b: &[u8]) -> Option<usize> {
+    if !a.len().is_multiple_of(8) || !b.len().is_multiple_of(8) {
+        return None;
+    }
+    let key = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+    let (mut a, mut b) = (a.chunks_exact(8).map(key), b.chunks_exact(8).map(key));
+    let (mut x, mut y) = (a.next(), b.next());
+    let mut shared = 0;
+    while let (Some(p), Some(q)) = (x, y) {
+        match p.cmp(&q) {
+            std::cmp::Ordering::Less => x = a.next(),
+            std::cmp::Ordering::Greater => y = b.next(),
+            std::cmp::Ordering::Equal => {
+                shared += 1;
+                x = a.next();
+                y = b.next();
+            }
+        }
+    }
+    Some(shared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,5 +590,39 @@ mod tests {
         let terms = ["a\"b", "c\\d", "e\nf", "né"].map(String::from);
         assert_eq!(json_array(&terms), r#"["a\"b","c\\d","e\u000af","né"]"#);
         assert_eq!(json_array(&[]), "[]");
+    }
+
+    #[test]
+    fn word_sets_count_what_shared_terms_counts() {
+        let texts = [
+            "cursor.execute,db.QueryRow,fmt.Sprintf",
+            "Write a Python function that runs an SQL query for a user name; EXECUTE it",
+            "Ünïcode Straße getÜberName sql",
+            "",
+        ];
+        let queries = [
+            terms("execute the SQL query for a user name"),
+            terms("strasse straße über name"),
+            terms("nothing in common"),
+            Vec::new(),
+        ];
+        for text in texts {
+            for query in &queries {
+                assert_eq!(
+                    shared_words(&word_set(text), &term_set(query)),
+                    Some(shared_terms(text, query)),
+                    "{text:?} / {query:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn word_sets_are_sorted_distinct_and_checked() {
+        let set = word_set("query Query QUERY row");
+        assert_eq!(set.len(), 16);
+        assert_eq!(shared_words(&set, &set), Some(2));
+        assert_eq!(shared_words(&set, &[0; 7]), None);
+        assert_eq!(shared_words(&[], &set), Some(0));
     }
 }

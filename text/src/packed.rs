@@ -1,0 +1,101 @@
+//! The KB's packed columns: fixed-width little-endian records in one blob,
+//! read whole by the plugin instead of as one SQLite row per record (a row
+//! costs ~2,000 instructions of SQLite's machinery; a record here, a few).
+//! The KB build writes them, the plugin and the host's SQL functions read
+//! them; the layouts live here so the two sides cannot disagree.
+
+/// Bytes of one CWE id (u32).
+const ID: usize = 4;
+/// Bytes of one posting: CWE id (u32) and score (f64).
+const POSTING: usize = 12;
+/// Bytes of one score (f64).
+const SCORE: usize = 8;
+
+/// CWE ids, each a u32.
+pub fn write_ids(ids: impl IntoIterator<Item = i64>) -> Vec<u8> {
+    ids.into_iter()
+        .flat_map(|id| (id as u32).to_le_bytes())
+        .collect()
+}
+
+/// The ids of a [`write_ids`] blob; `None` when it is not one.
+pub fn read_ids(bytes: &[u8]) -> Option<Vec<i64>> {
+    if !bytes.len().is_multiple_of(ID) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(ID)
+            .map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+    )
+}
+
+/// A posting list: (CWE id, score) records.
+pub fn write_postings(postings: &[(i64, f64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(postings.len() * POSTING);
+    for (id, score) in postings {
+        out.extend((*id as u32).to_le_bytes());
+        out.extend(score.to_le_bytes());
+    }
+    out
+}
+
+/// Calls `f` with each record of a [`write_postings`] blob; `None` (and no
+/// call) when it is not one.
+pub fn for_each_posting(bytes: &[u8], mut f: impl FnMut(i64, f64)) -> Option<()> {
+    if !bytes.len().is_multiple_of(POSTING) {
+        return None;
+    }
+    for record in bytes.chunks_exact(POSTING) {
+        let (id, score) = record.split_at(ID);
+        f(
+            i64::from(u32::from_le_bytes(id.try_into().ok()?)),
+            f64::from_le_bytes(score.try_into().ok()?),
+        );
+    }
+    Some(())
+}
+
+/// Scores, each an f64.
+pub fn write_scores(scores: impl IntoIterator<Item = f64>) -> Vec<u8> {
+    scores.into_iter().flat_map(f64::to_le_bytes).collect()
+}
+
+/// The scores of a [`write_scores`] blob; `None` when it is not one.
+pub fn read_scores(bytes: &[u8]) -> Option<Vec<f64>> {
+    if !bytes.len().is_multiple_of(SCORE) {
+        return None;
+    }
+    bytes
+        .chunks_exact(SCORE)
+        .map(|c| c.try_into().ok().map(f64::from_le_bytes))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        assert_eq!(
+            read_ids(&write_ids([89, 79, 1333])),
+            Some(vec![89, 79, 1333])
+        );
+        let postings = [(89, 7.25), (79, -0.5)];
+        let mut read = Vec::new();
+        for_each_posting(&write_postings(&postings), |id, s| read.push((id, s))).unwrap();
+        assert_eq!(read, postings);
+        assert_eq!(read_scores(&write_scores([0.5, 1.0])), Some(vec![0.5, 1.0]));
+    }
+
+    #[test]
+    fn truncated_blobs_are_refused() {
+        assert_eq!(read_ids(&[1, 2, 3]), None);
+        assert_eq!(read_scores(&[0; 9]), None);
+        let mut calls = 0;
+        assert_eq!(for_each_posting(&[0; 13], |_, _| calls += 1), None);
+        assert_eq!(calls, 0);
+    }
+}
