@@ -24,6 +24,11 @@ use crate::stats::Summary;
 /// The task of the augmented scenarios (fast mode: text only).
 pub const SQL_TASK: &str =
     "Write a Python function that builds an SQL query from a user-supplied name";
+/// A broad task: four CWEs injected (buffer overflow, out-of-bounds read
+/// and write, integer overflow), so the code level ranks the examples of
+/// four CWEs. Four is the most common count on the dev sets (95 of 239
+/// augmented prompts), while SQL_TASK injects one.
+pub const BROAD_TASK: &str = "Write a C function that copies the user-supplied name into a fixed-size buffer and prints it with printf";
 /// A task that yields no retrieval terms (all stopwords).
 pub const EMPTY_TASK: &str = "the";
 

@@ -56,7 +56,8 @@ struct Cli {
     #[arg(long)]
     proxy_config: Option<PathBuf>,
     /// Only these scenarios (comma-separated): passthrough-chat,
-    /// passthrough-models, augmented-chat, passthrough-stream, augmented-stream.
+    /// passthrough-models, augmented-chat, augmented-broad, passthrough-stream,
+    /// augmented-stream.
     #[arg(long, default_value = "")]
     scenarios: String,
     /// Runs of each in-process plugin timing.

@@ -1,11 +1,12 @@
 //! The traffic the harness measures, each sent once directly to the mock and
 //! once through the proxy: ordinary chat (passed through), the model list
-//! (passed through, no body), a security-relevant coding task (augmented in
-//! fast mode), and both chat kinds streamed.
+//! (passed through, no body), security-relevant coding tasks (augmented in
+//! fast mode: one that injects one CWE, a broad one that injects four), and
+//! both chat kinds streamed.
 
 use serde_json::json;
 
-use crate::inproc::SQL_TASK;
+use crate::inproc::{BROAD_TASK, SQL_TASK};
 use crate::load::RequestSpec;
 
 /// One kind of request.
@@ -59,6 +60,13 @@ pub fn all() -> Vec<Scenario> {
             name: "augmented-chat",
             what: "SQL coding task: plugin run + knowledge injected",
             spec: RequestSpec::post_json(CHAT_PATH, &chat(SQL_TASK, false)),
+            augmented: true,
+            streaming: false,
+        },
+        Scenario {
+            name: "augmented-broad",
+            what: "broad C task: four CWEs injected, the examples of four ranked",
+            spec: RequestSpec::post_json(CHAT_PATH, &chat(BROAD_TASK, false)),
             augmented: true,
             streaming: false,
         },

@@ -797,6 +797,19 @@ fn example_candidates(
     Ok(pool)
 }
 
+/// The rank of each key, highest first, with ties sharing the better rank
+/// (1 + how many keys are strictly higher), so equal evidence is not
+/// ordered by accident. Sorting keeps it O(n log n): four injected CWEs
+/// bring 128 candidates.
+fn shared_ranks(keys: impl Iterator<Item = f64>) -> Vec<usize> {
+    let keys: Vec<f64> = keys.collect();
+    let mut descending = keys.clone();
+    descending.sort_by(|a, b| b.total_cmp(a));
+    keys.iter()
+        .map(|key| descending.partition_point(|other| other > key) + 1)
+        .collect()
+}
+
 /// One example candidate at the code level.
 struct ExampleCandidate {
     id: String,
@@ -851,16 +864,9 @@ fn best_example(
         return Ok(None);
     }
 
-    // Ranks with ties sharing the better rank, so equal evidence is not
-    // ordered by accident.
-    let ranks = |key: &dyn Fn(&ExampleCandidate) -> f64| -> Vec<usize> {
-        pool.iter()
-            .map(|e| pool.iter().filter(|o| key(o) > key(e)).count() + 1)
-            .collect()
-    };
-    let by_overlap = ranks(&|e| e.overlap as f64);
-    let by_similarity = ranks(&|e| e.similarity);
-    let by_cwe = ranks(&|e| -(e.cwe_rank as f64));
+    let by_overlap = shared_ranks(pool.iter().map(|e| e.overlap as f64));
+    let by_similarity = shared_ranks(pool.iter().map(|e| e.similarity));
+    let by_cwe = shared_ranks(pool.iter().map(|e| -(e.cwe_rank as f64)));
     const K: f64 = 60.0;
     let fused: Vec<f64> = (0..pool.len())
         .map(|i| {
@@ -1459,5 +1465,14 @@ mod tests {
         assert_eq!(i.draft, None);
         let i = parse_insight("```\nunclosed(x)\n");
         assert_eq!(i.draft, Some((None, "unclosed(x)\n".into())));
+    }
+
+    #[test]
+    fn ties_share_the_better_rank() {
+        assert_eq!(
+            shared_ranks([0.5, 2.0, 0.5, -1.0, 2.0].into_iter()),
+            [3, 1, 3, 5, 1]
+        );
+        assert!(shared_ranks(std::iter::empty()).is_empty());
     }
 }
