@@ -120,7 +120,7 @@ fn kb_queries(c: &mut Criterion) {
     // The plugin's own statements, so the benchmark runs what it sends.
     let search = retrieve::LEXICAL_SQL;
     let semantic = retrieve::LANGUAGE_SQL;
-    let example = retrieve::EXAMPLE_SQL;
+    let example = retrieve::EXAMPLES_SQL;
     let terms = rescue_plugin::text::terms(SQL_TASK);
     // ?1 the words (JSON array).
     let search_params = [SqlValue::Text(rescue_plugin::text::json_array(&terms))];
@@ -149,9 +149,10 @@ fn kb_queries(c: &mut Criterion) {
         let text = terms.join(" ");
         b.iter(|| kb.embed(black_box(&text)))
     });
-    // ?1 CWE, ?2 language, ?3 query vector, ?4 the request terms' word set.
+    // ?1 the chosen CWEs (JSON array), ?2 language, ?3 query vector, ?4 the
+    // request terms' word set.
     let example_params = [
-        SqlValue::Integer(89),
+        SqlValue::Text("[89]".into()),
         SqlValue::Text("python".into()),
         SqlValue::Blob(vector),
         SqlValue::Blob(rescue_plugin::text::term_set(&terms)),

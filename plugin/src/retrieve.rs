@@ -91,27 +91,31 @@ const GUIDELINE_SQL: &str = "SELECT c.id, c.name, c.guideline FROM json_each(?1)
 const NAMES_SQL: &str =
     "SELECT c.id, c.name FROM json_each(?1) j JOIN cwe c ON c.id = j.value ORDER BY j.key";
 
-/// Candidate secure examples of one CWE in the request's language, shortest
-/// first (a range scan of example_candidate, which holds everything ranked
-/// here), with the words their API list and their task share with the
-/// request (word sets compared by the host's shared_words; ?4 is the
-/// request terms' set, rescue_text::term_set) and their semantic
-/// similarity to the query vector (?3; NULL without one). No text: only
-/// the chosen example's code crosses into the sandbox (EXAMPLE_CODE_SQL).
-pub const EXAMPLE_SQL: &str = "SELECT e.example, shared_words(e.api_words, ?4), \
-       shared_words(e.intro_words, ?4), e.lines_after, \
-       CASE WHEN ?3 IS NULL OR e.vector IS NULL THEN 0.0 ELSE vector_dot(e.vector, ?3) END \
-     FROM example_candidate e WHERE e.cwe = ?1 AND e.language = ?2 \
-     ORDER BY e.code_length, e.example LIMIT 32";
+/// The candidate secure examples of the chosen CWEs (?1, a JSON array of
+/// ids, best first) in the request's language (?2): one row per CWE that
+/// has any (KB table example_pool: its shortest examples, shortest first,
+/// as packed columns), with how many words their API lists and their tasks
+/// share with the request (?4, rescue_text::term_set; host function
+/// set_overlaps) and their similarity to the query vector (?3; NULL without
+/// one; host function vector_scores). One statement and a row per CWE where
+/// one row per example cost ~2,000 instructions each; no example text
+/// enters the sandbox but the ids.
+pub const EXAMPLES_SQL: &str = "SELECT j.key, p.ids, p.code_lengths, p.lines, \
+       set_overlaps(p.api_words, ?4), set_overlaps(p.intro_words, ?4), \
+       vector_scores(p.vectors, ?3) \
+     FROM json_each(?1) j CROSS JOIN example_pool p ON p.cwe = j.value AND p.language = ?2 \
+     ORDER BY j.key";
 
-/// The same in any other language (?2; '' when the request's is unknown):
-/// when none of the chosen CWEs has an example in the request's language,
-/// one in another language still shows the fix.
-const EXAMPLE_ANY_LANGUAGE_SQL: &str = "SELECT e.example, shared_words(e.api_words, ?4), \
-       shared_words(e.intro_words, ?4), e.lines_after, \
-       CASE WHEN ?3 IS NULL OR e.vector IS NULL THEN 0.0 ELSE vector_dot(e.vector, ?3) END \
-     FROM example_candidate e WHERE e.cwe = ?1 AND e.language <> '' AND e.language <> ?2 \
-     ORDER BY e.code_length, e.example LIMIT 32";
+/// The same in every other language (?2; '' when the request's is
+/// unknown), a row per CWE and language: when none of the chosen CWEs has
+/// an example in the request's language, one in another language still
+/// shows the fix. The plugin merges a CWE's rows by length.
+const EXAMPLES_OTHER_LANGUAGES_SQL: &str = "SELECT j.key, p.ids, p.code_lengths, p.lines, \
+       set_overlaps(p.api_words, ?4), set_overlaps(p.intro_words, ?4), \
+       vector_scores(p.vectors, ?3) \
+     FROM json_each(?1) j CROSS JOIN example_pool p ON p.cwe = j.value \
+     WHERE p.language <> '' AND p.language <> ?2 \
+     ORDER BY j.key, p.language";
 
 /// The chosen example's language and code.
 const EXAMPLE_CODE_SQL: &str = "SELECT language, code FROM example WHERE id = ?1";
@@ -747,7 +751,9 @@ fn cwe_names(caps: &dyn Capabilities, ids: &[i64]) -> Result<Vec<String>, Plugin
         .collect()
 }
 
-/// The example candidates of the chosen CWEs from one of the example queries.
+/// The example candidates of the chosen CWEs from one of the example
+/// queries: per CWE, its `EXAMPLE_POOL_SIZE` shortest (over all the rows of
+/// that CWE), numbered shortest first.
 fn example_candidates(
     caps: &dyn Capabilities,
     chosen: &[&Candidate],
@@ -756,43 +762,93 @@ fn example_candidates(
     query: Option<&[u8]>,
     sql: &str,
 ) -> Result<Vec<ExampleCandidate>, PluginError> {
-    let mut pool = Vec::new();
-    let term_set = text::term_set(request_terms);
-    for (cwe_rank, candidate) in chosen.iter().enumerate() {
-        let rows = caps
-            .query(
-                sql,
-                &[
-                    SqlValue::Integer(candidate.id),
-                    SqlValue::Text(language.to_string()),
-                    query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
-                    SqlValue::Blob(term_set.clone()),
-                ],
-            )
-            .map_err(PluginError::Kb)?;
-        for (position, row) in rows.iter().enumerate() {
-            let [
-                SqlValue::Text(example_id),
-                SqlValue::Integer(shared_apis),
-                SqlValue::Integer(shared_task_words),
-                SqlValue::Integer(lines),
-                SqlValue::Real(similarity),
-            ] = row.as_slice()
-            else {
-                return Err(PluginError::Schema(format!(
-                    "unexpected example row {row:?}"
-                )));
-            };
-            pool.push(ExampleCandidate {
-                id: example_id.clone(),
-                cwe: candidate.id,
-                overlap: 2 * shared_apis + shared_task_words,
-                similarity: *similarity,
-                cwe_rank,
-                too_short: *lines < 3,
-                position,
-            });
+    use text::packed;
+    let rows = caps
+        .query(
+            sql,
+            &[
+                id_array(chosen.iter().map(|c| c.id)),
+                SqlValue::Text(language.to_string()),
+                query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
+                SqlValue::Blob(text::term_set(request_terms)),
+            ],
+        )
+        .map_err(PluginError::Kb)?;
+    // (cwe rank, code length, id, candidate) of every row, before cutting
+    // each CWE to its pool size.
+    let mut all: Vec<(usize, usize, ExampleCandidate)> = Vec::new();
+    for row in &rows {
+        let schema = || PluginError::Schema(format!("unexpected example pool row {row:?}"));
+        let [
+            SqlValue::Integer(cwe_rank),
+            SqlValue::Text(ids),
+            SqlValue::Blob(lengths),
+            SqlValue::Blob(lines),
+            SqlValue::Blob(shared_apis),
+            SqlValue::Blob(shared_task_words),
+            similarities,
+        ] = row.as_slice()
+        else {
+            return Err(schema());
+        };
+        let cwe_rank = usize::try_from(*cwe_rank).map_err(|_| schema())?;
+        let cwe = chosen.get(cwe_rank).ok_or_else(schema)?.id;
+        let ids: Vec<&str> = ids.split('\n').collect();
+        let lengths = packed::read_counts(lengths).ok_or_else(schema)?;
+        let lines = packed::read_counts(lines).ok_or_else(schema)?;
+        let shared_apis = packed::read_counts(shared_apis).ok_or_else(schema)?;
+        let shared_task_words = packed::read_counts(shared_task_words).ok_or_else(schema)?;
+        let similarities = match similarities {
+            SqlValue::Null => vec![0.0; ids.len()],
+            SqlValue::Blob(scores) => packed::read_scores(scores).ok_or_else(schema)?,
+            _ => return Err(schema()),
+        };
+        let n = ids.len();
+        if [
+            lengths.len(),
+            lines.len(),
+            shared_apis.len(),
+            shared_task_words.len(),
+            similarities.len(),
+        ] != [n; 5]
+        {
+            return Err(schema());
         }
+        for i in 0..n {
+            all.push((
+                cwe_rank,
+                lengths[i],
+                ExampleCandidate {
+                    id: ids[i].to_string(),
+                    cwe,
+                    overlap: 2 * shared_apis[i] as i64 + shared_task_words[i] as i64,
+                    similarity: similarities[i],
+                    cwe_rank,
+                    too_short: lines[i] < 3,
+                    position: 0,
+                },
+            ));
+        }
+    }
+    // Shortest first within each CWE (a CWE's rows from several languages
+    // merge here), then each CWE's pool size.
+    all.sort_by(|(rank_a, len_a, a), (rank_b, len_b, b)| {
+        rank_a
+            .cmp(rank_b)
+            .then(len_a.cmp(len_b))
+            .then(a.id.cmp(&b.id))
+    });
+    let mut pool: Vec<ExampleCandidate> = Vec::with_capacity(all.len());
+    let mut position = 0;
+    for (cwe_rank, _, mut candidate) in all {
+        if pool.last().is_some_and(|last| last.cwe_rank != cwe_rank) {
+            position = 0;
+        }
+        if position < packed::EXAMPLE_POOL_SIZE {
+            candidate.position = position;
+            pool.push(candidate);
+        }
+        position += 1;
     }
     Ok(pool)
 }
@@ -844,9 +900,9 @@ fn best_example(
         request_terms,
         query,
         if language.is_empty() {
-            EXAMPLE_ANY_LANGUAGE_SQL
+            EXAMPLES_OTHER_LANGUAGES_SQL
         } else {
-            EXAMPLE_SQL
+            EXAMPLES_SQL
         },
     )?;
     // Same language preferred: other languages only when it has none.
@@ -857,7 +913,7 @@ fn best_example(
             language,
             request_terms,
             query,
-            EXAMPLE_ANY_LANGUAGE_SQL,
+            EXAMPLES_OTHER_LANGUAGES_SQL,
         )?;
     }
     if pool.is_empty() {
@@ -924,6 +980,8 @@ mod tests {
         neighbours: Vec<Vec<SqlValue>>,
         examples: Vec<FakeExample>,
         other_language_examples: Vec<FakeExample>,
+        /// Rows of the other-languages example query instead, when set.
+        raw_other_language_rows: Option<Vec<Vec<SqlValue>>>,
         calls: Vec<String>,
         vector: Vec<f32>,
         answer: Option<String>,
@@ -993,9 +1051,11 @@ mod tests {
                     SqlValue::Text("python".into()),
                     SqlValue::Text(format!("# code of {id}")),
                 ]]
-            } else if sql == EXAMPLE_ANY_LANGUAGE_SQL {
-                FakeExample::rows(&self.other_language_examples, params)
-            } else if sql == EXAMPLE_SQL {
+            } else if sql == EXAMPLES_OTHER_LANGUAGES_SQL {
+                self.raw_other_language_rows
+                    .clone()
+                    .unwrap_or_else(|| FakeExample::rows(&self.other_language_examples, params))
+            } else if sql == EXAMPLES_SQL {
                 FakeExample::rows(&self.examples, params)
             } else {
                 panic!("unexpected query {sql}")
@@ -1050,25 +1110,35 @@ mod tests {
     }
 
     impl FakeExample {
+        /// The pool row of the first chosen CWE, holding `examples` in
+        /// their order (shortest first), its columns packed as the KB packs
+        /// them, the overlaps and similarities computed as the host does.
         fn rows(examples: &[FakeExample], params: &[SqlValue]) -> Vec<Vec<SqlValue>> {
             let SqlValue::Blob(terms) = &params[3] else {
                 panic!("a term set expected, got {params:?}")
             };
-            let shared = |text: &str| {
-                text::shared_words(&text::word_set(text), terms).expect("word sets") as i64
+            if examples.is_empty() {
+                return Vec::new();
+            }
+            let overlaps = |text: fn(&FakeExample) -> &str| {
+                SqlValue::Blob(text::packed::write_counts(examples.iter().map(|e| {
+                    text::shared_words(&text::word_set(text(e)), terms).expect("word sets")
+                })))
             };
-            examples
-                .iter()
-                .map(|e| {
-                    vec![
-                        SqlValue::Text(e.id.into()),
-                        SqlValue::Integer(shared(e.apis)),
-                        SqlValue::Integer(shared(e.intro)),
-                        SqlValue::Integer(e.lines),
-                        SqlValue::Real(e.similarity),
-                    ]
-                })
-                .collect()
+            let ids: Vec<&str> = examples.iter().map(|e| e.id).collect();
+            vec![vec![
+                SqlValue::Integer(0),
+                SqlValue::Text(ids.join("\n")),
+                SqlValue::Blob(text::packed::write_counts(0..examples.len())),
+                SqlValue::Blob(text::packed::write_counts(
+                    examples.iter().map(|e| e.lines as usize),
+                )),
+                overlaps(|e| e.apis),
+                overlaps(|e| e.intro),
+                SqlValue::Blob(text::packed::write_scores(
+                    examples.iter().map(|e| e.similarity),
+                )),
+            ]]
         }
     }
 
@@ -1404,7 +1474,7 @@ mod tests {
             kb.queries
                 .borrow()
                 .iter()
-                .all(|(sql, _)| sql != EXAMPLE_ANY_LANGUAGE_SQL),
+                .all(|(sql, _)| sql != EXAMPLES_OTHER_LANGUAGES_SQL),
             "no other-language query when the language has an example"
         );
         let kb = FakeKb {
@@ -1474,5 +1544,55 @@ mod tests {
             [3, 1, 3, 5, 1]
         );
         assert!(shared_ranks(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn a_cwes_pools_in_other_languages_merge_shortest_first_up_to_the_pool_size() {
+        use text::packed;
+        let pool_row = |language: &str, lengths: Vec<usize>| {
+            let n = lengths.len();
+            let ids: Vec<String> = lengths.iter().map(|l| format!("{language}:{l}")).collect();
+            vec![
+                SqlValue::Integer(0),
+                SqlValue::Text(ids.join("\n")),
+                SqlValue::Blob(packed::write_counts(lengths)),
+                SqlValue::Blob(packed::write_counts(vec![5; n])),
+                SqlValue::Blob(packed::write_counts(vec![0; n])),
+                SqlValue::Blob(packed::write_counts(vec![0; n])),
+                SqlValue::Null,
+            ]
+        };
+        let kb = FakeKb {
+            lexical: vec![lexical(89, 12.0)],
+            raw_other_language_rows: Some(vec![
+                pool_row("c", (100..140).collect()),
+                pool_row("go", vec![7, 120]),
+            ]),
+            ..FakeKb::default()
+        };
+        let chosen = Candidate {
+            id: 89,
+            lexical: None,
+            semantic: None,
+            via: None,
+        };
+        let pool = example_candidates(
+            &kb,
+            &[&chosen],
+            "python",
+            &[],
+            None,
+            EXAMPLES_OTHER_LANGUAGES_SQL,
+        )
+        .unwrap();
+        assert_eq!(pool.len(), text::packed::EXAMPLE_POOL_SIZE);
+        let ids: Vec<&str> = pool.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(&ids[..3], ["go:7", "c:100", "c:101"]);
+        assert!(ids.contains(&"go:120") && !ids.contains(&"c:139"));
+        assert!(pool.iter().enumerate().all(|(i, e)| e.position == i));
+        // Without examples in the request's language, the merged pool is
+        // where the example comes from: the shortest, all else equal.
+        let a = augmented(&kb, &facets(TASK), &params());
+        assert_eq!(a.example_id.as_deref(), Some("go:7"));
     }
 }

@@ -4,6 +4,11 @@
 //! The KB build writes them, the plugin and the host's SQL functions read
 //! them; the layouts live here so the two sides cannot disagree.
 
+/// How many candidate examples the code level ranks per CWE (and the KB
+/// keeps per CWE and language): the shortest ones, which show a fix with
+/// the fewest tokens.
+pub const EXAMPLE_POOL_SIZE: usize = 32;
+
 /// Bytes of one CWE id (u32).
 const ID: usize = 4;
 /// Bytes of one posting: CWE id (u32) and score (f64).
@@ -73,6 +78,46 @@ pub fn read_scores(bytes: &[u8]) -> Option<Vec<f64>> {
         .collect()
 }
 
+/// Counts, each a u32.
+pub fn write_counts(counts: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    counts
+        .into_iter()
+        .flat_map(|n| (n as u32).to_le_bytes())
+        .collect()
+}
+
+/// The counts of a [`write_counts`] blob; `None` when it is not one.
+pub fn read_counts(bytes: &[u8]) -> Option<Vec<usize>> {
+    read_ids(bytes).map(|ids| ids.into_iter().map(|n| n as usize).collect())
+}
+
+/// A sequence of word sets (`crate::word_set`): each a u32 count of hashes,
+/// then the hashes.
+pub fn write_word_sets<'a>(sets: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for set in sets {
+        out.extend(((set.len() / 8) as u32).to_le_bytes());
+        out.extend(set);
+    }
+    out
+}
+
+/// Calls `f` with each word set of a [`write_word_sets`] blob; `None` when
+/// it is not one (after calling `f` for the sets before the damage).
+pub fn for_each_word_set(mut bytes: &[u8], mut f: impl FnMut(&[u8])) -> Option<()> {
+    while !bytes.is_empty() {
+        let (count, rest) = bytes.split_first_chunk::<ID>()?;
+        let len = (u32::from_le_bytes(*count) as usize).checked_mul(8)?;
+        if rest.len() < len {
+            return None;
+        }
+        let (set, rest) = rest.split_at(len);
+        f(set);
+        bytes = rest;
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +133,23 @@ mod tests {
         for_each_posting(&write_postings(&postings), |id, s| read.push((id, s))).unwrap();
         assert_eq!(read, postings);
         assert_eq!(read_scores(&write_scores([0.5, 1.0])), Some(vec![0.5, 1.0]));
+    }
+
+    #[test]
+    fn word_set_sequences_round_trip() {
+        let sets = [
+            crate::word_set("cursor.execute"),
+            Vec::new(),
+            crate::word_set("a b c"),
+        ];
+        let blob = write_word_sets(sets.iter().map(Vec::as_slice));
+        let mut read = Vec::new();
+        for_each_word_set(&blob, |set| read.push(set.to_vec())).unwrap();
+        assert_eq!(read, sets);
+        assert_eq!(read_counts(&write_counts([3, 0, 7])), Some(vec![3, 0, 7]));
+        // A count that runs past the end, or a torn count, is refused.
+        assert_eq!(for_each_word_set(&blob[..blob.len() - 1], |_| {}), None);
+        assert_eq!(for_each_word_set(&[1, 0], |_| {}), None);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! capability), loaded from the verified file, and gives every connection
 //! the SQL functions retrieval needs beyond SQLite's own: `vector_dot` (one
 //! stored vector against the query), `vector_scores` (a packed matrix of
-//! them in one call) and `shared_words` (how many words two word sets
-//! share, `rescue_text::word_set`).
+//! them in one call) and `set_overlaps` (how many words each of a sequence
+//! of word sets shares with the request's, `rescue_text::word_set`).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -241,20 +241,19 @@ impl KbReader {
             },
         )?;
         conn.create_scalar_function(
-            "shared_words",
+            "set_overlaps",
             2,
             rusqlite::functions::FunctionFlags::SQLITE_UTF8
                 | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
             |ctx| match (ctx.get_raw(0), ctx.get_raw(1)) {
-                (ValueRef::Blob(a), ValueRef::Blob(b)) => rescue_text::shared_words(a, b)
-                    .map(|n| n as i64)
+                (ValueRef::Blob(sets), ValueRef::Blob(terms)) => set_overlaps(sets, terms)
                     .ok_or_else(|| {
                         rusqlite::Error::UserFunctionError(
-                            "shared_words: a word set is a multiple of 8 bytes".into(),
+                            "set_overlaps: not a sequence of word sets and a word set".into(),
                         )
                     }),
                 _ => Err(rusqlite::Error::UserFunctionError(
-                    "shared_words takes two blobs (word sets)".into(),
+                    "set_overlaps takes two blobs: word sets, a word set".into(),
                 )),
             },
         )?;
@@ -305,15 +304,23 @@ impl KbReader {
 /// scores in the same order (`rescue_text::packed`). `None` unless `vectors`
 /// holds a whole number of vectors of the query's dimension.
 fn vector_scores(vectors: &[u8], query: &[u8]) -> Option<Vec<u8>> {
-    let row = query.len() / 2;
-    if row == 0 || !vectors.len().is_multiple_of(row) {
-        return None;
-    }
-    let scores: Option<Vec<f64>> = vectors
-        .chunks_exact(row)
-        .map(|vector| embed::dot_le_bytes(vector, query))
-        .collect();
-    Some(rescue_text::packed::write_scores(scores?))
+    embed::dot_rows_le_bytes(vectors, query).map(rescue_text::packed::write_scores)
+}
+
+/// `set_overlaps(sets, terms)`: how many words each word set of the
+/// sequence `sets` shares with the word set `terms`, as packed u32 counts in
+/// the same order (`rescue_text::packed`). `None` unless both are what they
+/// claim to be.
+fn set_overlaps(sets: &[u8], terms: &[u8]) -> Option<Vec<u8>> {
+    let mut counts = Vec::new();
+    let mut malformed = false;
+    rescue_text::packed::for_each_word_set(sets, |set| {
+        match rescue_text::shared_words(set, terms) {
+            Some(n) => counts.push(n),
+            None => malformed = true,
+        }
+    })?;
+    (!malformed).then(|| rescue_text::packed::write_counts(counts))
 }
 
 /// The embedding model stored in an open knowledge base.
@@ -554,22 +561,35 @@ mod tests {
     }
 
     #[test]
-    fn shared_words_compares_word_sets() {
+    fn set_overlaps_counts_shared_words_per_set() {
         let (_dir, kb) = fixture();
-        let set = |t: &str| SqlValue::Blob(rescue_text::word_set(t));
-        let shared = kb
+        let sets = rescue_text::packed::write_word_sets([
+            rescue_text::word_set("cursor.execute(query)").as_slice(),
+            &[],
+            rescue_text::word_set("render_template").as_slice(),
+        ]);
+        let terms = SqlValue::Blob(rescue_text::word_set("execute the SQL query"));
+        let got = kb
             .query(
-                "SELECT shared_words(?1, ?2)",
-                &[set("cursor.execute(query)"), set("execute the SQL query")],
+                "SELECT set_overlaps(?1, ?2)",
+                &[SqlValue::Blob(sets.clone()), terms.clone()],
             )
             .unwrap();
-        assert_eq!(shared[0][0], SqlValue::Integer(2));
-        assert!(matches!(
-            kb.query(
-                "SELECT shared_words(?1, ?2)",
-                &[SqlValue::Blob(vec![1; 9]), set("query")]
-            ),
-            Err(QueryError::Failed(_))
-        ));
+        let [SqlValue::Blob(counts)] = got[0].as_slice() else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            rescue_text::packed::read_counts(counts),
+            Some(vec![2, 0, 0])
+        );
+        for (sets, terms) in [
+            (SqlValue::Blob(sets[..sets.len() - 3].to_vec()), terms),
+            (SqlValue::Blob(sets), SqlValue::Blob(vec![1; 9])),
+        ] {
+            assert!(matches!(
+                kb.query("SELECT set_overlaps(?1, ?2)", &[sets, terms]),
+                Err(QueryError::Failed(_))
+            ));
+        }
     }
 }

@@ -903,30 +903,7 @@ pub(crate) fn write_kb(
         }
         write_cwe_languages(&tx, &cwes, &vectors)?;
 
-        let mut insert = tx.prepare(
-            "INSERT INTO example_candidate \
-             (cwe, language, code_length, example, lines_after, api_words, intro_words, vector) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        let mut examples: Vec<&ExampleRow> = content.examples.iter().collect();
-        examples.sort_by(|a, b| a.id.cmp(&b.id));
-        for e in examples {
-            let vector = embedder.embed(&format!("{} {}", e.intro, e.cause));
-            let vector = vector
-                .iter()
-                .any(|x| *x != 0.0)
-                .then(|| embed::to_f16_le_bytes(&vector));
-            insert.execute(params![
-                e.cwe,
-                e.language,
-                e.code.chars().count() as i64,
-                e.id,
-                e.lines_after as i64,
-                rescue_text::word_set(&e.apis),
-                rescue_text::word_set(&e.intro),
-                vector
-            ])?;
-        }
+        write_example_pools(&tx, &content.examples, embedder)?;
 
         let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;
         let mut apis = content.apis.clone();
@@ -997,6 +974,59 @@ fn write_cwe_languages(
                 .iter()
                 .flat_map(|(_, v)| v.iter().copied())
                 .collect::<Vec<u8>>(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The `example_pool` rows: per CWE and language, the shortest examples
+/// (at most `EXAMPLE_POOL_SIZE`) with what the code level ranks them by.
+fn write_example_pools(
+    tx: &rusqlite::Transaction<'_>,
+    examples: &[ExampleRow],
+    embedder: &Embedder,
+) -> rusqlite::Result<()> {
+    use rescue_text::packed;
+    let mut pools: BTreeMap<(u32, &str), Vec<(usize, &ExampleRow)>> = BTreeMap::new();
+    for e in examples.iter().filter(|e| !e.language.is_empty()) {
+        pools
+            .entry((e.cwe, e.language.as_str()))
+            .or_default()
+            .push((e.code.chars().count(), e));
+    }
+    let mut insert = tx.prepare(
+        "INSERT INTO example_pool \
+         (cwe, language, ids, code_lengths, lines, api_words, intro_words, vectors) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for ((cwe, language), mut pool) in pools {
+        pool.sort_by(|(a_len, a), (b_len, b)| a_len.cmp(b_len).then(a.id.cmp(&b.id)));
+        pool.truncate(packed::EXAMPLE_POOL_SIZE);
+        let ids: Vec<&str> = pool.iter().map(|(_, e)| e.id.as_str()).collect();
+        let api_words: Vec<Vec<u8>> = pool
+            .iter()
+            .map(|(_, e)| rescue_text::word_set(&e.apis))
+            .collect();
+        let intro_words: Vec<Vec<u8>> = pool
+            .iter()
+            .map(|(_, e)| rescue_text::word_set(&e.intro))
+            .collect();
+        let vectors: Vec<u8> = pool
+            .iter()
+            .flat_map(|(_, e)| {
+                // A zero vector (no known token) scores 0, as no vector did.
+                embed::to_f16_le_bytes(&embedder.embed(&format!("{} {}", e.intro, e.cause)))
+            })
+            .collect();
+        insert.execute(params![
+            cwe,
+            language,
+            ids.join("\n"),
+            packed::write_counts(pool.iter().map(|(len, _)| *len)),
+            packed::write_counts(pool.iter().map(|(_, e)| e.lines_after)),
+            packed::write_word_sets(api_words.iter().map(Vec::as_slice)),
+            packed::write_word_sets(intro_words.iter().map(Vec::as_slice)),
+            vectors,
         ])?;
     }
     Ok(())

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -135,23 +135,27 @@ CREATE TABLE cwe_language (
   vectors BLOB NOT NULL
 ) WITHOUT ROWID;
 
--- The code level's candidates: per example, what the plugin ranks it by
--- (the word sets of its API list and of its task, rescue_text::word_set,
--- compared with the request's by the host's shared_words(set, ?); its
--- length) and the embedding of its task and cause (intro, cause; half
--- floats as in cwe_vector; NULL without a known token), in the order the
--- plugin reads them (one CWE, one language, shortest first): one range
--- scan, no lookups. The code itself stays in `example`.
-CREATE TABLE example_candidate (
+-- The code level's candidates, one row per CWE and language: its
+-- rescue_text::packed::EXAMPLE_POOL_SIZE shortest secure examples (code
+-- length in characters, then id), in that order, as parallel packed
+-- columns (rescue_text::packed), so the plugin reads one row per chosen
+-- CWE: their ids (one per line), code lengths and lines (u32 each), the
+-- word sets of their API lists and of their tasks (rescue_text::word_set,
+-- compared with the request's by the host's set_overlaps(sets, ?)), and the
+-- embedding of task and cause (intro, cause; half floats as in cwe_vector,
+-- all zeros without a known token, scored by vector_scores(vectors, ?)).
+-- The code itself stays in `example`. Examples without a language have no
+-- pool (no request asks for them).
+CREATE TABLE example_pool (
   cwe INTEGER NOT NULL,
   language TEXT NOT NULL,              -- as example.language
-  code_length INTEGER NOT NULL,        -- length(example.code) in characters
-  example TEXT NOT NULL,               -- example.id
-  lines_after INTEGER NOT NULL,
+  ids TEXT NOT NULL,
+  code_lengths BLOB NOT NULL,
+  lines BLOB NOT NULL,                 -- example.lines_after
   api_words BLOB NOT NULL,
   intro_words BLOB NOT NULL,
-  vector BLOB,
-  PRIMARY KEY (cwe, language, code_length, example)
+  vectors BLOB NOT NULL,
+  PRIMARY KEY (cwe, language)
 ) WITHOUT ROWID;
 
 -- The lexical facet without FTS5 at serve time (host/src/kb/lexical.rs):
