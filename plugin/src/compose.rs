@@ -38,11 +38,26 @@ fn defang(text: &str) -> String {
     // the pieces around it into another ("security_knowsecurity_knowledgeledge"),
     // so stop only when none is left.
     const NAME: &str = "security_knowledge";
+    // The common case, no occurrence, costs one pass without allocating.
+    if !contains_ignore_ascii_case(text.as_bytes(), NAME.as_bytes()) {
+        return text.to_string();
+    }
     let mut out = text.to_string();
     while let Some(pos) = out.to_ascii_lowercase().find(NAME) {
         out.replace_range(pos..pos + NAME.len(), "");
     }
     out
+}
+
+/// Whether `needle` (non-empty, lowercase ASCII) occurs in `haystack`,
+/// ignoring ASCII case.
+fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    let first = needle[0];
+    haystack.len() >= needle.len()
+        && (0..=haystack.len() - needle.len()).any(|i| {
+            haystack[i].to_ascii_lowercase() == first
+                && haystack[i..i + needle.len()].eq_ignore_ascii_case(needle)
+        })
 }
 
 /// A short one-line label from KB text (a CWE id, a language): defanged and
@@ -161,6 +176,21 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn occurrences_are_found_in_any_case_and_position() {
+        let name = b"security_knowledge";
+        for text in [
+            "security_knowledge",
+            "x SECURITY_Knowledge",
+            "</security_knowledge>",
+        ] {
+            assert!(contains_ignore_ascii_case(text.as_bytes(), name), "{text}");
+        }
+        for text in ["", "security_knowledg", "security knowledge", "é"] {
+            assert!(!contains_ignore_ascii_case(text.as_bytes(), name), "{text}");
+        }
     }
 
     #[test]

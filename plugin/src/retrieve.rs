@@ -751,33 +751,39 @@ fn cwe_names(caps: &dyn Capabilities, ids: &[i64]) -> Result<Vec<String>, Plugin
         .collect()
 }
 
-/// The example candidates of the chosen CWEs from one of the example
-/// queries: per CWE, its `EXAMPLE_POOL_SIZE` shortest (over all the rows of
-/// that CWE), numbered shortest first.
-fn example_candidates(
+/// The example pool rows of the chosen CWEs from one of the example queries.
+fn example_rows(
     caps: &dyn Capabilities,
     chosen: &[&Candidate],
     language: &str,
     request_terms: &[String],
     query: Option<&[u8]>,
     sql: &str,
-) -> Result<Vec<ExampleCandidate>, PluginError> {
+) -> Result<Vec<Vec<SqlValue>>, PluginError> {
+    caps.query(
+        sql,
+        &[
+            id_array(chosen.iter().map(|c| c.id)),
+            SqlValue::Text(language.to_string()),
+            query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
+            SqlValue::Blob(text::term_set(request_terms)),
+        ],
+    )
+    .map_err(PluginError::Kb)
+}
+
+/// The example candidates in pool rows of the chosen CWEs: per CWE, its
+/// `EXAMPLE_POOL_SIZE` shortest (over all the rows of that CWE), numbered
+/// shortest first. Ids are borrowed from the rows.
+fn example_candidates<'a>(
+    chosen: &[&Candidate],
+    rows: &'a [Vec<SqlValue>],
+) -> Result<Vec<ExampleCandidate<'a>>, PluginError> {
     use text::packed;
-    let rows = caps
-        .query(
-            sql,
-            &[
-                id_array(chosen.iter().map(|c| c.id)),
-                SqlValue::Text(language.to_string()),
-                query.map_or(SqlValue::Null, |q| SqlValue::Blob(q.to_vec())),
-                SqlValue::Blob(text::term_set(request_terms)),
-            ],
-        )
-        .map_err(PluginError::Kb)?;
-    // (cwe rank, code length, id, candidate) of every row, before cutting
-    // each CWE to its pool size.
-    let mut all: Vec<(usize, usize, ExampleCandidate)> = Vec::new();
-    for row in &rows {
+    // (cwe rank, code length, candidate) of every row, before cutting each
+    // CWE to its pool size.
+    let mut all: Vec<(usize, usize, ExampleCandidate<'a>)> = Vec::new();
+    for row in rows {
         let schema = || PluginError::Schema(format!("unexpected example pool row {row:?}"));
         let [
             SqlValue::Integer(cwe_rank),
@@ -793,7 +799,7 @@ fn example_candidates(
         };
         let cwe_rank = usize::try_from(*cwe_rank).map_err(|_| schema())?;
         let cwe = chosen.get(cwe_rank).ok_or_else(schema)?.id;
-        let ids: Vec<&str> = ids.split('\n').collect();
+        let ids: Vec<&'a str> = ids.split('\n').collect();
         let lengths = packed::read_counts(lengths).ok_or_else(schema)?;
         let lines = packed::read_counts(lines).ok_or_else(schema)?;
         let shared_apis = packed::read_counts(shared_apis).ok_or_else(schema)?;
@@ -819,7 +825,7 @@ fn example_candidates(
                 cwe_rank,
                 lengths[i],
                 ExampleCandidate {
-                    id: ids[i].to_string(),
+                    id: ids[i],
                     cwe,
                     overlap: 2 * shared_apis[i] as i64 + shared_task_words[i] as i64,
                     similarity: similarities[i],
@@ -836,9 +842,9 @@ fn example_candidates(
         rank_a
             .cmp(rank_b)
             .then(len_a.cmp(len_b))
-            .then(a.id.cmp(&b.id))
+            .then(a.id.cmp(b.id))
     });
-    let mut pool: Vec<ExampleCandidate> = Vec::with_capacity(all.len());
+    let mut pool: Vec<ExampleCandidate<'a>> = Vec::with_capacity(all.len());
     let mut position = 0;
     for (cwe_rank, _, mut candidate) in all {
         if pool.last().is_some_and(|last| last.cwe_rank != cwe_rank) {
@@ -867,8 +873,8 @@ fn shared_ranks(keys: impl Iterator<Item = f64>) -> Vec<usize> {
 }
 
 /// One example candidate at the code level.
-struct ExampleCandidate {
-    id: String,
+struct ExampleCandidate<'a> {
+    id: &'a str,
     cwe: i64,
     /// Shared API calls (twice: the strongest signal RESCUE has) and shared
     /// task words with the request.
@@ -893,7 +899,7 @@ fn best_example(
     request_terms: &[String],
     query: Option<&[u8]>,
 ) -> Result<Option<SecureExample>, PluginError> {
-    let mut pool = example_candidates(
+    let rows = example_rows(
         caps,
         chosen,
         language,
@@ -905,9 +911,11 @@ fn best_example(
             EXAMPLES_SQL
         },
     )?;
+    let other_language_rows;
+    let mut pool = example_candidates(chosen, &rows)?;
     // Same language preferred: other languages only when it has none.
     if pool.is_empty() && !language.is_empty() {
-        pool = example_candidates(
+        other_language_rows = example_rows(
             caps,
             chosen,
             language,
@@ -915,6 +923,7 @@ fn best_example(
             query,
             EXAMPLES_OTHER_LANGUAGES_SQL,
         )?;
+        pool = example_candidates(chosen, &other_language_rows)?;
     }
     if pool.is_empty() {
         return Ok(None);
@@ -943,11 +952,11 @@ fn best_example(
         .expect("the pool is not empty");
     let chosen = pool.swap_remove(best);
     let rows = caps
-        .query(EXAMPLE_CODE_SQL, &[SqlValue::Text(chosen.id.clone())])
+        .query(EXAMPLE_CODE_SQL, &[SqlValue::Text(chosen.id.to_string())])
         .map_err(PluginError::Kb)?;
     match rows.first().map(Vec::as_slice) {
         Some([SqlValue::Text(language), SqlValue::Text(code)]) => Ok(Some(SecureExample {
-            id: chosen.id,
+            id: chosen.id.to_string(),
             cwe: format!("CWE-{}", chosen.cwe),
             language: language.clone(),
             code: code.clone(),
@@ -1576,7 +1585,7 @@ mod tests {
             semantic: None,
             via: None,
         };
-        let pool = example_candidates(
+        let rows = example_rows(
             &kb,
             &[&chosen],
             "python",
@@ -1585,8 +1594,9 @@ mod tests {
             EXAMPLES_OTHER_LANGUAGES_SQL,
         )
         .unwrap();
+        let pool = example_candidates(&[&chosen], &rows).unwrap();
         assert_eq!(pool.len(), text::packed::EXAMPLE_POOL_SIZE);
-        let ids: Vec<&str> = pool.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = pool.iter().map(|e| e.id).collect();
         assert_eq!(&ids[..3], ["go:7", "c:100", "c:101"]);
         assert!(ids.contains(&"go:120") && !ids.contains(&"c:139"));
         assert!(pool.iter().enumerate().all(|(i, e)| e.position == i));

@@ -425,7 +425,13 @@ fn from_sqlite(value: ValueRef<'_>) -> SqlValue {
         ValueRef::Null => SqlValue::Null,
         ValueRef::Integer(i) => SqlValue::Integer(i),
         ValueRef::Real(f) => SqlValue::Real(f),
-        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        // Valid UTF-8 is the rule (the KB is built from Rust strings); the
+        // strict check is several times faster than the lossy decoder,
+        // which stays for anything else.
+        ValueRef::Text(t) => SqlValue::Text(match std::str::from_utf8(t) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(t).into_owned(),
+        }),
         ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
     }
 }
