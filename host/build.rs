@@ -21,6 +21,7 @@ fn main() {
     for watched in [
         "plugin/src",
         "plugin/Cargo.toml",
+        "plugin/build.rs",
         "wit",
         "Cargo.lock",
         "Cargo.toml",

@@ -228,7 +228,8 @@ pub struct PluginConfig {
     pub fuel: u64,
     /// Wall-clock budget for one run, including waiting for a free slot.
     pub timeout_ms: u64,
-    /// Largest linear memory of one plugin instance.
+    /// Largest linear memory of one plugin instance (at least the
+    /// built-in plugin's initial 4 MiB).
     pub memory_limit_bytes: usize,
     /// Plugin runs in flight at once.
     pub max_instances: u32,
@@ -544,8 +545,12 @@ impl Config {
         if self.plugin.timeout_ms == 0 {
             return bad("plugin.timeout_ms must be positive".into());
         }
-        if self.plugin.memory_limit_bytes < 1024 * 1024 {
-            return bad("plugin.memory_limit_bytes must be at least 1 MiB".into());
+        // The built-in plugin starts with 4 MiB of linear memory (plugin/build.rs).
+        if self.plugin.memory_limit_bytes < 4 * 1024 * 1024 {
+            return bad(
+                "plugin.memory_limit_bytes must be at least 4 MiB (the plugin's initial memory)"
+                    .into(),
+            );
         }
         if self.server.max_concurrent_requests == 0 {
             return bad("server.max_concurrent_requests must be positive".into());

@@ -185,13 +185,18 @@ impl KbReader {
     /// Opens a connection the plugin can use: read-only, no attached databases,
     /// reads only.
     pub fn open_sandboxed(path: &Path) -> rusqlite::Result<(Connection, Arc<AtomicU64>)> {
+        // The served file is a private snapshot that nothing writes or
+        // truncates, so SQLite may treat it as immutable: no file locks and
+        // no journal checks per statement (measured: ~14 fcntl and ~16
+        // fstat calls per augmented request without it).
         let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            immutable_uri(path),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )?;
         // Pages are read straight from a memory map instead of copied into
-        // each connection's cache: the served file is a private snapshot that
-        // nothing writes or truncates, so the map stays valid.
+        // each connection's cache; the snapshot keeps the map valid too.
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 16 * 1024 * 1024)?;
@@ -297,6 +302,21 @@ impl KbReader {
             std::time::Duration::from_nanos(self.query_nanos.load(Ordering::Relaxed)),
         )
     }
+}
+
+/// `path` as an SQLite URI that opens it immutable: bytes outside the
+/// unreserved set are percent-encoded, so no path can add URI parameters.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_encoded_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// `vector_scores(vectors, query)`: the dot product of the f32 `query` with
@@ -597,5 +617,30 @@ mod tests {
                 Err(QueryError::Failed(_))
             ));
         }
+    }
+
+    #[test]
+    fn knowledge_bases_open_immutable_whatever_their_path() {
+        assert_eq!(
+            immutable_uri(Path::new("/srv/kb 1/a?b#c%.sqlite")),
+            "file:/srv/kb%201/a%3Fb%23c%25.sqlite?immutable=1"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("k b?mode=rwc#x.sqlite");
+        Connection::open(&odd)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (42);")
+            .unwrap();
+        let kb = KbReader::new(
+            &odd,
+            QueryLimits {
+                max_steps: 1000,
+                max_rows: 10,
+            },
+        );
+        assert_eq!(
+            kb.query("SELECT a FROM t", &[]).unwrap(),
+            vec![vec![SqlValue::Integer(42)]]
+        );
     }
 }

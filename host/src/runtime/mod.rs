@@ -672,7 +672,7 @@ mod tests {
             &PluginSource::default(),
             shipped_kb(),
             PluginLimits {
-                memory_bytes: 4 << 20,
+                memory_bytes: 8 << 20,
                 ..limits()
             },
         )
