@@ -347,78 +347,19 @@ pub fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
     }
 }
 
-/// How many of `terms` occur among the words of `text` (each counted once).
-/// The code level scores every candidate example with it (64 texts per
-/// request), so it allocates nothing per word, and ASCII text (nearly all of
-/// it) is split on bytes and compared without lowercasing a copy.
+/// How many of `terms` occur among the words of `text` (each counted once):
+/// the definition that word sets ([`word_set`], [`term_set`],
+/// [`shared_words`]), which the KB precomputes for the code level, are
+/// tested against.
 pub fn shared_terms(text: &str, terms: &[String]) -> usize {
-    // Which terms were seen: a bit per term for the usual short query, a
-    // vector only for longer ones.
-    let mut small_seen = 0u64;
-    let mut large_seen = if terms.len() > 64 {
-        vec![false; terms.len()]
-    } else {
-        Vec::new()
-    };
-    let mut first_sight = |i: usize| {
-        if large_seen.is_empty() {
-            let fresh = small_seen & (1 << i) == 0;
-            small_seen |= 1 << i;
-            fresh
-        } else {
-            !std::mem::replace(&mut large_seen[i], true)
-        }
-    };
-    let mut count = 0;
-    let mut note = |word: &str, ascii: bool| {
-        let found = if ascii {
-            terms.iter().position(|t| {
-                t.len() == word.len() && t.as_bytes().eq_ignore_ascii_case(word.as_bytes())
-            })
-        } else {
-            terms.iter().position(|t| t == word)
-        };
-        if let Some(i) = found
-            && first_sight(i)
-        {
-            count += 1;
-        }
-    };
-    if text.is_ascii() {
-        for_each_ascii_word(text, |word| note(word, true));
-    } else {
-        for_each_word(text, |word| note(word, false));
-    }
-    count
-}
-
-/// [`for_each_word`] for ASCII text: the same words, as slices of `text`
-/// in their original case.
-fn for_each_ascii_word(text: &str, mut f: impl FnMut(&str)) {
-    let bytes = text.as_bytes();
-    let mut start = None;
-    let mut previous_lower = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b.is_ascii_alphanumeric() {
-            match start {
-                Some(s) if b.is_ascii_uppercase() && previous_lower => {
-                    f(&text[s..i]);
-                    start = Some(i);
-                }
-                Some(_) => {}
-                None => start = Some(i),
-            }
-            previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
-        } else {
-            previous_lower = false;
-            if let Some(s) = start.take() {
-                f(&text[s..i]);
-            }
+    let words = words(text);
+    let mut counted: Vec<&String> = Vec::new();
+    for term in terms {
+        if words.contains(term) && !counted.contains(&term) {
+            counted.push(term);
         }
     }
-    if let Some(s) = start {
-        f(&text[s..]);
-    }
+    counted.len()
 }
 
 /// Retrieval terms of a text: its words minus stopwords, pure numbers and
@@ -568,20 +509,6 @@ mod tests {
             request.extend(["query", "execute", "absent"].map(String::from));
             assert_eq!(shared_terms(text, &request), 2, "{} terms", request.len());
             assert_eq!(shared_terms("Exécute query", &request), 1, "non-ASCII text");
-        }
-    }
-
-    #[test]
-    fn ascii_words_are_the_words() {
-        for text in [
-            "getUserName(id) + HTTPServer_v2 uses sql-queries",
-            "a1B2c3 ABC abcDEF x9Y __init__ 42",
-            "",
-            "  trailingCamelX",
-        ] {
-            let mut ascii = Vec::new();
-            for_each_ascii_word(text, |w| ascii.push(w.to_ascii_lowercase()));
-            assert_eq!(ascii, words(text), "{text:?}");
         }
     }
 
