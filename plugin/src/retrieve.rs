@@ -139,6 +139,11 @@ fn catalog_language(language: &str) -> String {
     }
 }
 
+/// Whether the policy's CWE scope admits `id` (an empty scope admits all).
+fn in_policy(params: &RetrievalParams, id: i64) -> bool {
+    params.cwe_scope.is_empty() || params.cwe_scope.iter().any(|c| i64::from(*c) == id)
+}
+
 /// The policy's CWE scope as ",89,79," (empty for no restriction), so one
 /// prepared statement serves every scope.
 fn scope_list(scope: &[u32]) -> String {
@@ -334,12 +339,14 @@ pub fn augment(
         .any(|x| *x != 0.0)
         .then(|| vector_blob(&query_vector));
     let view = LanguageView::read(caps, query_blob.as_deref(), &language)?;
-    let in_policy = |id: i64| {
-        params.cwe_scope.is_empty() || params.cwe_scope.iter().any(|c| i64::from(*c) == id)
-    };
-
     let mut candidates: Vec<Candidate> = Vec::new();
-    lexical_facet(caps, &terms, &view, &in_policy, &mut candidates)?;
+    lexical_facet(
+        caps,
+        &terms,
+        &view,
+        &|id| in_policy(params, id),
+        &mut candidates,
+    )?;
     if params.hierarchy_walk {
         if let Some(blob) = &query_blob {
             let rows = semantic_rows_walking(caps, blob, &language)?;
@@ -350,7 +357,7 @@ pub fn augment(
             .vector_cwes
             .iter()
             .zip(scores)
-            .filter(|(id, _)| in_policy(**id))
+            .filter(|(id, _)| in_policy(params, **id))
             .map(|(id, similarity)| SemanticRow {
                 id: *id,
                 similarity: *similarity,
@@ -662,11 +669,10 @@ fn semantic_facet(
         in_scope,
     } in rows
     {
-        let in_policy = scope.is_empty() || scope.contains(&format!(",{id},"));
         // Who takes this hit's place: itself, or (walking the hierarchy)
         // the in-scope parents and children of a weakness the KB has no
         // knowledge for, when the hit is strong (above the threshold).
-        let standing_in: Vec<(i64, Option<String>)> = if in_scope && in_policy {
+        let standing_in: Vec<(i64, Option<String>)> = if in_scope && in_policy(params, id) {
             vec![(id, None)]
         } else if !in_scope && params.hierarchy_walk && similarity > params.semantic_threshold {
             caps.query(
