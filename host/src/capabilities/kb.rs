@@ -203,64 +203,29 @@ impl KbReader {
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 64 * 1024)?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.authorizer(Some(authorize));
-        conn.create_scalar_function(
+        register_blob_function(
+            &conn,
             "vector_dot",
-            2,
-            rusqlite::functions::FunctionFlags::SQLITE_UTF8
-                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
-            |ctx| {
-                let a = ctx.get_raw(0);
-                let b = ctx.get_raw(1);
-                match (a, b) {
-                    (ValueRef::Null, _) | (_, ValueRef::Null) => Ok(None),
-                    (ValueRef::Blob(a), ValueRef::Blob(b)) => {
-                        embed::dot_le_bytes(a, b).map(Some).ok_or_else(|| {
-                            rusqlite::Error::UserFunctionError(
-                                "vector_dot: vectors of different or odd lengths".into(),
-                            )
-                        })
-                    }
-                    _ => Err(rusqlite::Error::UserFunctionError(
-                        "vector_dot takes two blobs of little-endian f32".into(),
-                    )),
-                }
-            },
+            NullArguments::GiveNull,
+            "two blobs of little-endian f32",
+            "vectors of different or odd lengths",
+            embed::dot_le_bytes,
         )?;
-        conn.create_scalar_function(
+        register_blob_function(
+            &conn,
             "vector_scores",
-            2,
-            rusqlite::functions::FunctionFlags::SQLITE_UTF8
-                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
-            |ctx| match (ctx.get_raw(0), ctx.get_raw(1)) {
-                (ValueRef::Null, _) | (_, ValueRef::Null) => Ok(None),
-                (ValueRef::Blob(vectors), ValueRef::Blob(query)) => vector_scores(vectors, query)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        rusqlite::Error::UserFunctionError(
-                            "vector_scores: not a whole number of half-float vectors of the query's dimension".into(),
-                        )
-                    }),
-                _ => Err(rusqlite::Error::UserFunctionError(
-                    "vector_scores takes two blobs: half-float vectors, an f32 query".into(),
-                )),
-            },
+            NullArguments::GiveNull,
+            "two blobs: half-float vectors, an f32 query",
+            "not a whole number of half-float vectors of the query's dimension",
+            vector_scores,
         )?;
-        conn.create_scalar_function(
+        register_blob_function(
+            &conn,
             "set_overlaps",
-            2,
-            rusqlite::functions::FunctionFlags::SQLITE_UTF8
-                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
-            |ctx| match (ctx.get_raw(0), ctx.get_raw(1)) {
-                (ValueRef::Blob(sets), ValueRef::Blob(terms)) => set_overlaps(sets, terms)
-                    .ok_or_else(|| {
-                        rusqlite::Error::UserFunctionError(
-                            "set_overlaps: not a sequence of word sets and a word set".into(),
-                        )
-                    }),
-                _ => Err(rusqlite::Error::UserFunctionError(
-                    "set_overlaps takes two blobs: word sets, a word set".into(),
-                )),
-            },
+            NullArguments::AreErrors,
+            "two blobs: word sets, a word set",
+            "not a sequence of word sets and a word set",
+            set_overlaps,
         )?;
         let steps = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&steps);
@@ -302,6 +267,46 @@ impl KbReader {
             std::time::Duration::from_nanos(self.query_nanos.load(Ordering::Relaxed)),
         )
     }
+}
+
+/// What a blob function does with a NULL argument.
+#[derive(Clone, Copy, PartialEq)]
+enum NullArguments {
+    /// NULL in, NULL out (an absent vector scores nothing).
+    GiveNull,
+    /// NULL is not a blob: an error like any other wrong type.
+    AreErrors,
+}
+
+/// Registers `name(a, b)`, a deterministic SQL function of two blobs whose
+/// value is `compute(a, b)`. Arguments of another type are an error saying
+/// the function `takes` what it takes; blobs `compute` refuses are an
+/// error saying they are `malformed`.
+fn register_blob_function<T: rusqlite::ToSql + 'static>(
+    conn: &Connection,
+    name: &'static str,
+    nulls: NullArguments,
+    takes: &'static str,
+    malformed: &'static str,
+    compute: fn(&[u8], &[u8]) -> Option<T>,
+) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        name,
+        2,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8
+            | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+        move |ctx| match (ctx.get_raw(0), ctx.get_raw(1)) {
+            (ValueRef::Null, _) | (_, ValueRef::Null) if nulls == NullArguments::GiveNull => {
+                Ok(None)
+            }
+            (ValueRef::Blob(a), ValueRef::Blob(b)) => compute(a, b).map(Some).ok_or_else(|| {
+                rusqlite::Error::UserFunctionError(format!("{name}: {malformed}").into())
+            }),
+            _ => Err(rusqlite::Error::UserFunctionError(
+                format!("{name} takes {takes}").into(),
+            )),
+        },
+    )
 }
 
 /// `path` as an SQLite URI that opens it immutable: bytes outside the
