@@ -91,6 +91,16 @@ const GUIDELINE_SQL: &str = "SELECT c.id, c.name, c.guideline FROM json_each(?1)
 const NAMES_SQL: &str =
     "SELECT c.id, c.name FROM json_each(?1) j JOIN cwe c ON c.id = j.value ORDER BY j.key";
 
+/// The columns both example queries return for a pool row, in the order
+/// `example_candidates` reads them (one spelling, so the two cannot drift).
+macro_rules! example_pool_columns {
+    () => {
+        "SELECT j.key, p.ids, p.code_lengths, p.lines, \
+           set_overlaps(p.api_words, ?4), set_overlaps(p.intro_words, ?4), \
+           vector_scores(p.vectors, ?3) "
+    };
+}
+
 /// The candidate secure examples of the chosen CWEs (?1, a JSON array of
 /// ids, best first) in the request's language (?2): one row per CWE that
 /// has any (KB table example_pool: its shortest examples, shortest first,
@@ -100,22 +110,22 @@ const NAMES_SQL: &str =
 /// one; host function vector_scores). One statement and a row per CWE where
 /// one row per example cost ~2,000 instructions each; no example text
 /// enters the sandbox but the ids.
-pub const EXAMPLES_SQL: &str = "SELECT j.key, p.ids, p.code_lengths, p.lines, \
-       set_overlaps(p.api_words, ?4), set_overlaps(p.intro_words, ?4), \
-       vector_scores(p.vectors, ?3) \
-     FROM json_each(?1) j CROSS JOIN example_pool p ON p.cwe = j.value AND p.language = ?2 \
-     ORDER BY j.key";
+pub const EXAMPLES_SQL: &str = concat!(
+    example_pool_columns!(),
+    "FROM json_each(?1) j CROSS JOIN example_pool p ON p.cwe = j.value AND p.language = ?2 \
+     ORDER BY j.key"
+);
 
 /// The same in every other language (?2; '' when the request's is
 /// unknown), a row per CWE and language: when none of the chosen CWEs has
 /// an example in the request's language, one in another language still
 /// shows the fix. The plugin merges a CWE's rows by length.
-const EXAMPLES_OTHER_LANGUAGES_SQL: &str = "SELECT j.key, p.ids, p.code_lengths, p.lines, \
-       set_overlaps(p.api_words, ?4), set_overlaps(p.intro_words, ?4), \
-       vector_scores(p.vectors, ?3) \
-     FROM json_each(?1) j CROSS JOIN example_pool p ON p.cwe = j.value \
+const EXAMPLES_OTHER_LANGUAGES_SQL: &str = concat!(
+    example_pool_columns!(),
+    "FROM json_each(?1) j CROSS JOIN example_pool p ON p.cwe = j.value \
      WHERE p.language <> '' AND p.language <> ?2 \
-     ORDER BY j.key, p.language";
+     ORDER BY j.key, p.language"
+);
 
 /// The chosen example's language and code.
 const EXAMPLE_CODE_SQL: &str = "SELECT language, code FROM example WHERE id = ?1";
