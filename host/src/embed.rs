@@ -270,26 +270,279 @@ pub fn to_f16_le_bytes(vector: &[f32]) -> Vec<u8> {
 /// with the query decoded once and one buffer reused for every row. `None`
 /// unless `rows` holds whole vectors of the query's dimension.
 pub fn dot_rows_le_bytes(rows: &[u8], query: &[u8]) -> Option<Vec<f64>> {
-    use half::f16;
-    use half::slice::HalfFloatSliceExt;
     let dims = query.len() / 4;
     if dims == 0 || !query.len().is_multiple_of(4) || !rows.len().is_multiple_of(2 * dims) {
         return None;
     }
     let query = f32_values(query);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(scores) = f16c::dot_rows(rows, &query) {
+        return Some(scores);
+    }
+    Some(dot_rows_portable(rows, &query))
+}
+
+/// [`dot_rows_le_bytes`] on any CPU; `rows` holds whole vectors of the
+/// query's dimension.
+fn dot_rows_portable(rows: &[u8], query: &[f32]) -> Vec<f64> {
+    use half::f16;
+    use half::slice::HalfFloatSliceExt;
+    let dims = query.len();
     let mut bits = vec![f16::ZERO; dims];
     let mut row = vec![0f32; dims];
-    Some(
-        rows.chunks_exact(2 * dims)
-            .map(|stored| {
-                for (slot, x) in bits.iter_mut().zip(stored.chunks_exact(2)) {
-                    *slot = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+    rows.chunks_exact(2 * dims)
+        .map(|stored| {
+            for (slot, x) in bits.iter_mut().zip(stored.chunks_exact(2)) {
+                *slot = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+            }
+            bits.convert_to_f32_slice(&mut row);
+            dot_f32(&row, query)
+        })
+        .collect()
+}
+
+/// [`dot_rows_le_bytes`] with the CPU's half-float conversion (F16C) and
+/// 256-bit arithmetic, when the CPU has them: the scenario facet scores
+/// thousands of rows per request, where decoding halves one at a time cost
+/// ~90 ns a row. Same lanes, same separate multiply and add (no FMA), same
+/// order of the final sum as [`dot_f32`]: the scores are bit for bit those
+/// of the portable path.
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use std::arch::x86_64::{
+        __m128i, __m256, _mm_loadu_si128, _mm256_add_ps, _mm256_cvtph_ps, _mm256_loadu_ps,
+        _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+
+    /// `None` when the CPU lacks AVX or F16C, or the dimension is not a
+    /// multiple of 8 (the portable path handles those).
+    pub(super) fn dot_rows(rows: &[u8], query: &[f32]) -> Option<Vec<f64>> {
+        let dims = query.len();
+        if dims == 0
+            || !dims.is_multiple_of(8)
+            || !rows.len().is_multiple_of(2 * dims)
+            || !std::arch::is_x86_feature_detected!("avx")
+            || !std::arch::is_x86_feature_detected!("f16c")
+        {
+            return None;
+        }
+        // SAFETY: the CPU supports AVX and F16C (checked above).
+        Some(unsafe { dot_rows_avx(rows, query) })
+    }
+
+    /// Rows go four at a time: each row's sum is one chain of dependent
+    /// additions (3-4 cycles each), so one row at a time leaves the CPU
+    /// waiting; four independent chains keep it busy, and each row's
+    /// arithmetic is unchanged.
+    #[target_feature(enable = "avx,f16c")]
+    unsafe fn dot_rows_avx(rows: &[u8], query: &[f32]) -> Vec<f64> {
+        const GROUP: usize = 4;
+        let dims = query.len();
+        let row_bytes = 2 * dims;
+        let mut scores = Vec::with_capacity(rows.len() / row_bytes);
+        let groups = rows.chunks_exact(GROUP * row_bytes);
+        let rest = groups.remainder();
+        for group in groups {
+            let mut lanes = [_mm256_setzero_ps(); GROUP];
+            for i in (0..dims).step_by(8) {
+                // SAFETY: i + 8 <= dims, so the 8 floats at i lie in
+                // `query`, and the 16 bytes at r * row_bytes + 2 * i lie in
+                // row r of `group` (GROUP * row_bytes bytes); all loads are
+                // unaligned loads. x86-64 is little-endian, as the stored
+                // halves are.
+                let q = unsafe { _mm256_loadu_ps(query.as_ptr().add(i)) };
+                for (r, lane) in lanes.iter_mut().enumerate() {
+                    let halves = unsafe {
+                        _mm_loadu_si128(group.as_ptr().add(r * row_bytes + 2 * i).cast::<__m128i>())
+                    };
+                    *lane = _mm256_add_ps(*lane, _mm256_mul_ps(_mm256_cvtph_ps(halves), q));
                 }
-                bits.convert_to_f32_slice(&mut row);
-                dot_f32(&row, &query)
+            }
+            scores.extend(lanes.map(|lane| sum_lanes(lane)));
+        }
+        for row in rest.chunks_exact(row_bytes) {
+            let mut lane = _mm256_setzero_ps();
+            for i in (0..dims).step_by(8) {
+                // SAFETY: as above, for one row of row_bytes bytes.
+                let (halves, q) = unsafe {
+                    (
+                        _mm_loadu_si128(row.as_ptr().add(2 * i).cast::<__m128i>()),
+                        _mm256_loadu_ps(query.as_ptr().add(i)),
+                    )
+                };
+                lane = _mm256_add_ps(lane, _mm256_mul_ps(_mm256_cvtph_ps(halves), q));
+            }
+            scores.push(sum_lanes(lane));
+        }
+        scores
+    }
+
+    /// The eight lanes summed in order, as `dot_f32` sums its lanes.
+    #[target_feature(enable = "avx")]
+    fn sum_lanes(lanes: __m256) -> f64 {
+        let mut sums = [0f32; 8];
+        // SAFETY: `sums` holds exactly 8 floats.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), lanes) };
+        f64::from(sums.iter().sum::<f32>())
+    }
+}
+
+/// Int8 quantisation with one scale per vector: component i is
+/// `q[i] * scale`, the largest magnitude maps to 127 (all zeros: scale 0).
+pub fn quantize_i8(vector: &[f32]) -> (Vec<i8>, f32) {
+    let max = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return (vec![0; vector.len()], 0.0);
+    }
+    let scale = max / 127.0;
+    let quantized = vector
+        .iter()
+        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (quantized, scale)
+}
+
+/// The integer dot products of `query` with every row of `rows` (row-major,
+/// `query.len()` columns; a trailing partial row is ignored). Exact, so the
+/// AVX2 build of the same loop gives the same numbers as the portable one.
+pub fn dot_rows_i8(rows: &[i8], query: &[i8]) -> Vec<i32> {
+    if query.is_empty() {
+        return Vec::new();
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avxvnni") && query.len().is_multiple_of(32) {
+            // SAFETY: the CPU supports AVX-VNNI (checked just above).
+            return unsafe { dot_rows_i8_vnni(rows, query) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { dot_rows_i8_avx2(rows, query) };
+        }
+    }
+    dot_rows_i8_portable(rows, query)
+}
+
+/// [`dot_rows_i8_portable`] with AVX-VNNI, which multiplies unsigned by
+/// signed bytes and adds each four products into 32 bits (no saturation):
+/// 32 products per instruction. The query is shifted to unsigned
+/// (q + 128) and the shift taken back with each row's own sum, which the
+/// same instruction computes against a vector of ones:
+/// sum(q * v) = sum((q + 128) * v) - 128 * sum(v). Exact, like every path.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avxvnni")]
+fn dot_rows_i8_vnni(rows: &[i8], query: &[i8]) -> Vec<i32> {
+    use std::arch::x86_64::{
+        __m256i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_shuffle_epi32, _mm_unpackhi_epi64,
+        _mm256_castsi256_si128, _mm256_dpbusd_avx_epi32, _mm256_extracti128_si256,
+        _mm256_loadu_si256, _mm256_set1_epi8, _mm256_setzero_si256, _mm256_slli_epi32,
+        _mm256_sub_epi32,
+    };
+    const STEP: usize = 32;
+    let dims = query.len();
+    let shifted: Vec<u8> = query.iter().map(|q| (i16::from(*q) + 128) as u8).collect();
+    // SAFETY (every load below): offset + 32 <= dims, within `shifted` or
+    // within one `dims`-byte row; unaligned loads.
+    let query_blocks: Vec<__m256i> = (0..dims)
+        .step_by(STEP)
+        .map(|i| unsafe { _mm256_loadu_si256(shifted.as_ptr().add(i).cast::<__m256i>()) })
+        .collect();
+    let ones = _mm256_set1_epi8(1);
+    let mut dots = Vec::with_capacity(rows.len() / dims);
+    for row in rows.chunks_exact(dims) {
+        let (mut products, mut sums) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for (block, q) in query_blocks.iter().enumerate() {
+            let v = unsafe { _mm256_loadu_si256(row.as_ptr().add(block * STEP).cast::<__m256i>()) };
+            products = _mm256_dpbusd_avx_epi32(products, *q, v);
+            sums = _mm256_dpbusd_avx_epi32(sums, ones, v);
+        }
+        // One horizontal sum per row: the lanes' shifts are taken back
+        // first (lane-wise, exact: each lane's true sum fits an i32).
+        let lanes = _mm256_sub_epi32(products, _mm256_slli_epi32::<7>(sums));
+        let halves = _mm_add_epi32(
+            _mm256_castsi256_si128(lanes),
+            _mm256_extracti128_si256::<1>(lanes),
+        );
+        let pairs = _mm_add_epi32(halves, _mm_unpackhi_epi64(halves, halves));
+        let total = _mm_add_epi32(pairs, _mm_shuffle_epi32::<0b01>(pairs));
+        dots.push(_mm_cvtsi128_si32(total));
+    }
+    dots
+}
+
+/// [`dot_rows_i8_portable`] with AVX2's multiply-and-add of 16-bit pairs:
+/// sixteen products per instruction, against a 32-bit multiply per product
+/// (measured 42 us for the 2,490 shipped scenarios with the portable loop
+/// compiled for AVX2). The sums are exact either way.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_rows_i8_avx2(rows: &[i8], query: &[i8]) -> Vec<i32> {
+    use std::arch::x86_64::{
+        __m128i, __m256i, _mm_loadu_si128, _mm256_add_epi32, _mm256_cvtepi8_epi16,
+        _mm256_madd_epi16, _mm256_setzero_si256, _mm256_storeu_si256,
+    };
+    const STEP: usize = 16;
+    let dims = query.len();
+    if !dims.is_multiple_of(STEP) {
+        return dot_rows_i8_portable(rows, query);
+    }
+    // SAFETY (every load below): offset + 16 <= dims, within `query` or
+    // within one `dims`-byte row; unaligned loads.
+    let query16: Vec<__m256i> = (0..dims)
+        .step_by(STEP)
+        .map(|i| {
+            _mm256_cvtepi8_epi16(unsafe {
+                _mm_loadu_si128(query.as_ptr().add(i).cast::<__m128i>())
             })
-            .collect(),
-    )
+        })
+        .collect();
+    let mut dots = Vec::with_capacity(rows.len() / dims);
+    for row in rows.chunks_exact(dims) {
+        let mut sums = _mm256_setzero_si256();
+        for (block, q) in query16.iter().enumerate() {
+            let r = _mm256_cvtepi8_epi16(unsafe {
+                _mm_loadu_si128(row.as_ptr().add(block * STEP).cast::<__m128i>())
+            });
+            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(r, *q));
+        }
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds exactly 8 i32.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast::<__m256i>(), sums) };
+        dots.push(lanes.iter().sum());
+    }
+    dots
+}
+
+// Plain loops, all inlined: an iterator chain ending in `collect` compiles
+// to a generic function outside the AVX2 one, which then runs none of it.
+#[inline(always)]
+fn dot_rows_i8_portable(rows: &[i8], query: &[i8]) -> Vec<i32> {
+    let dims = query.len();
+    let mut dots = Vec::with_capacity(rows.len() / dims);
+    for row in rows.chunks_exact(dims) {
+        dots.push(dot_i8(row, query));
+    }
+    dots
+}
+
+#[inline(always)]
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    // Sixteen independent sums (integer addition is exact, so the grouping
+    // changes nothing but the speed).
+    const LANES: usize = 16;
+    let mut lanes = [0i32; LANES];
+    let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
+    for (x, y) in a_blocks.zip(b_blocks) {
+        for i in 0..LANES {
+            lanes[i] += i32::from(x[i]) * i32::from(y[i]);
+        }
+    }
+    let mut sum: i32 = lanes.iter().sum();
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        sum += i32::from(*x) * i32::from(*y);
+    }
+    sum
 }
 
 /// Dot product of two little-endian vectors given as bytes: both f32 (equal
@@ -507,6 +760,94 @@ mod tests {
         assert_eq!(dot_le_bytes(&a, &h), Some(5.0));
         assert_eq!(dot_le_bytes(&h[..2], &a), None);
         assert_eq!(dot_le_bytes(&[0; 3], &[0; 6]), None);
+    }
+
+    #[test]
+    fn int8_quantisation_keeps_cosines_to_a_hundredth_and_dots_are_exact() {
+        let model = shipped_for_tests();
+        let query = model.embed("download the image at the address the user typed");
+        let (q, q_scale) = quantize_i8(&query);
+        let texts = [
+            "fetch a remote file for the caller",
+            "sum the even fibonacci numbers below a limit",
+            "improper neutralization of special elements used in an sql command",
+        ];
+        let mut rows = Vec::new();
+        let mut scales = Vec::new();
+        for text in texts {
+            let (v, scale) = quantize_i8(&model.embed(text));
+            rows.extend(v);
+            scales.push(scale);
+        }
+        let dots = dot_rows_i8(&rows, &q);
+        assert_eq!(dots, dot_rows_i8_portable(&rows, &q), "every path is exact");
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Each accelerated path the CPU has, against the plain loop, on
+            // the extremes too (the VNNI path shifts the query by 128).
+            let mut extremes = rows.clone();
+            extremes[..256].fill(-127);
+            extremes[256..512].fill(127);
+            let mut q_extremes = q.clone();
+            q_extremes[..128].fill(-127);
+            q_extremes[128..].fill(127);
+            for (rows, q) in [(&rows, &q), (&extremes, &q_extremes)] {
+                let want = dot_rows_i8_portable(rows, q);
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    assert_eq!(unsafe { dot_rows_i8_avx2(rows, q) }, want);
+                }
+                if std::arch::is_x86_feature_detected!("avxvnni") {
+                    assert_eq!(unsafe { dot_rows_i8_vnni(rows, q) }, want);
+                }
+            }
+        }
+        for ((text, dot), scale) in texts.iter().zip(&dots).zip(&scales) {
+            let exact =
+                dot_le_bytes(&to_le_bytes(&model.embed(text)), &to_le_bytes(&query)).unwrap();
+            let approx = f64::from(*dot) * f64::from(q_scale) * f64::from(*scale);
+            assert!((exact - approx).abs() < 0.01, "{text}: {exact} vs {approx}");
+        }
+        assert_eq!(quantize_i8(&[0.0; 4]), (vec![0; 4], 0.0));
+        assert_eq!(quantize_i8(&[1.0, -0.5]).0, [127, -64]);
+        assert!(dot_rows_i8(&[1, 2, 3], &[]).is_empty());
+        assert_eq!(
+            dot_rows_i8(&[1, 2, 3, 4, 5], &[1, 1]),
+            [3, 7],
+            "partial row ignored"
+        );
+        // Extremes do not overflow: 256 * 127 * 127 fits an i32 many times over.
+        assert_eq!(dot_rows_i8(&[-127; 256], &[-127; 256]), [256 * 127 * 127]);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_f16c_path_scores_bit_for_bit_as_the_portable_one() {
+        let model = shipped_for_tests();
+        let query = model.embed("download the image at the address the user typed");
+        let rows: Vec<u8> = [
+            "fetch a remote file for the caller",
+            "sum the even fibonacci numbers below a limit",
+            "",
+            "improper neutralization of special elements used in an sql command",
+        ]
+        .iter()
+        .flat_map(|text| to_f16_le_bytes(&model.embed(text)))
+        .collect();
+        let portable = dot_rows_portable(&rows, &query);
+        match f16c::dot_rows(&rows, &query) {
+            Some(fast) => {
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&portable));
+            }
+            None => eprintln!("no AVX/F16C here: only the portable path runs"),
+        }
+        // A dimension that is not a multiple of 8 takes the portable path.
+        let odd: Vec<f32> = (0..12).map(|i| i as f32 / 12.0).collect();
+        assert!(f16c::dot_rows(&to_f16_le_bytes(&odd), &odd).is_none());
+        assert_eq!(
+            dot_rows_le_bytes(&to_f16_le_bytes(&odd), &to_le_bytes(&odd)),
+            Some(dot_rows_portable(&to_f16_le_bytes(&odd), &odd))
+        );
     }
 
     #[test]
