@@ -145,6 +145,23 @@ fn kb_queries(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // ?1 query vector, ?2 neighbours averaged: every scenario scored.
+    let scenario_params = [SqlValue::Blob(vector.clone()), SqlValue::Integer(3)];
+    assert_eq!(
+        kb.query(retrieve::SCENARIO_SQL, &scenario_params)
+            .unwrap()
+            .len(),
+        1
+    );
+    group.bench_function("scenario_means", |b| {
+        b.iter(|| {
+            kb.query(
+                black_box(retrieve::SCENARIO_SQL),
+                black_box(&scenario_params),
+            )
+            .unwrap()
+        })
+    });
     group.bench_function("embed_query_terms", |b| {
         let text = terms.join(" ");
         b.iter(|| kb.embed(black_box(&text)))

@@ -84,6 +84,9 @@ pub enum KbCommand {
         /// Folder with the static embedding model copied into the KB.
         #[arg(long, default_value = crate::kb::DEFAULT_EMBEDDINGS)]
         embeddings: PathBuf,
+        /// Developer-phrased task scenarios per CWE (JSON lines: cwe, lang, task).
+        #[arg(long, default_value = crate::kb::DEFAULT_SCENARIOS)]
+        scenarios: PathBuf,
         /// Where to write the knowledge base.
         #[arg(long, default_value = "kb.sqlite")]
         out: PathBuf,
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Kb(KbCommand::Build {
             sources,
             embeddings,
+            scenarios,
             out,
             llm_base_url,
             llm_model,
@@ -193,6 +197,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 summarizer,
                 progress: !no_progress,
                 embeddings,
+                scenarios,
             })?;
             println!(
                 "built {}: {} CWEs ({} in scope), {} examples ({} sliced pairs, {:.1} -> {:.1} lines), \
@@ -421,6 +426,7 @@ fn hit_json(hit: &crate::runtime::CweHit) -> serde_json::Value {
         "score": hit.score,
         "lexical": facet(&hit.lexical),
         "semantic": facet(&hit.semantic),
+        "scenario": facet(&hit.scenario),
         "via": hit.via,
     })
 }

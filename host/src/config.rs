@@ -331,12 +331,16 @@ pub struct RetrievalConfig {
     pub lexical_threshold: f64,
     /// Semantic facet threshold: cosine similarity of the static embeddings.
     pub semantic_threshold: f64,
+    /// Scenario facet threshold: mean cosine similarity of the request to
+    /// the CWE's closest developer scenarios.
+    pub scenario_threshold: f64,
     /// Reciprocal rank fusion constant: a facet adds weight / (rrf_k + rank).
     pub rrf_k: u32,
     /// Only a facet's first `rank_cut` candidates take part in the fusion.
     pub rank_cut: u32,
     pub lexical_weight: f64,
     pub semantic_weight: f64,
+    pub scenario_weight: f64,
     /// Let an in-scope parent or child stand in for a semantic hit on a
     /// weakness the knowledge base has no guideline for.
     pub hierarchy_walk: bool,
@@ -351,12 +355,14 @@ impl Default for RetrievalConfig {
         Self {
             mode: RetrievalMode::Fast,
             top_k: 4,
-            lexical_threshold: 3.4,
+            lexical_threshold: 3.6,
             semantic_threshold: 0.60,
+            scenario_threshold: 0.64,
             rrf_k: 60,
             rank_cut: 10,
             lexical_weight: 1.0,
             semantic_weight: 1.0,
+            scenario_weight: 1.0,
             hierarchy_walk: false,
             max_chars: 6_000,
             full: FullModeConfig::default(),
@@ -523,14 +529,16 @@ impl Config {
         for (name, value) in [
             ("lexical_threshold", r.lexical_threshold),
             ("semantic_threshold", r.semantic_threshold),
+            ("scenario_threshold", r.scenario_threshold),
             ("lexical_weight", r.lexical_weight),
             ("semantic_weight", r.semantic_weight),
+            ("scenario_weight", r.scenario_weight),
         ] {
             if !value.is_finite() {
                 return bad(format!("retrieval.{name} must be a finite number"));
             }
         }
-        if r.lexical_weight < 0.0 || r.semantic_weight < 0.0 {
+        if r.lexical_weight < 0.0 || r.semantic_weight < 0.0 || r.scenario_weight < 0.0 {
             return bad("retrieval weights must not be negative".into());
         }
         if r.full.timeout_ms == 0
@@ -643,6 +651,17 @@ mod tests {
         assert!(
             Config::from_toml("[retrieval]\nsemantic_weight = -1.0\n", Path::new("x.toml"))
                 .is_err()
+        );
+        assert!(
+            Config::from_toml("[retrieval]\nscenario_weight = -0.5\n", Path::new("x.toml"))
+                .is_err()
+        );
+        assert!(
+            Config::from_toml(
+                "[retrieval]\nscenario_threshold = nan\n",
+                Path::new("x.toml")
+            )
+            .is_err()
         );
         assert!(
             Config::from_toml("[augment]\npolicy = \"sometimes\"\n", Path::new("x.toml")).is_err()

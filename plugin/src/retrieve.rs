@@ -9,7 +9,11 @@
 //! - semantic: cosine similarity between a static embedding of the same terms
 //!   and the embedding of each CWE's name, description, cause and guideline
 //!   (host `embed` import; the dot products run inside the KB query, all
-//!   of the request language's weaknesses in one call).
+//!   of the request language's weaknesses in one call);
+//! - scenario: the same embedding against developer scenarios, coding
+//!   requests in which each CWE is a natural risk (KB table scenario): a CWE
+//!   scores the mean cosine of its SCENARIO_NEIGHBOURS closest scenarios, so
+//!   a task can reach a weakness whose own text shares no word with it.
 //!
 //! Each facet ranks its candidates; the paper's thresholded reciprocal rank
 //! fusion combines them: a CWE earns weight / (rrf-k + rank) from every facet
@@ -42,6 +46,16 @@ use crate::{
 /// How many candidates each CWE-level facet ranks (the rank cut applies
 /// within them).
 const FACET_CANDIDATES: usize = 20;
+
+/// How many of a CWE's closest scenarios the scenario facet averages: one
+/// lucky match is weaker evidence than a few (measured 1, 2, 3, 5: EVAL.md).
+const SCENARIO_NEIGHBOURS: u32 = 3;
+
+/// Per CWE with scenarios, the mean cosine similarity of the query vector
+/// (?1) to its ?2 closest scenarios, as packed postings: the host's
+/// scenario_means over the matrix of KB table scenario_index, which the
+/// host holds in memory.
+pub const SCENARIO_SQL: &str = "SELECT scenario_means(?1, ?2)";
 
 /// The posting lists of the request's words (?1, a JSON array): per word,
 /// the BM25 of every in-scope CWE whose name, description, guideline,
@@ -175,6 +189,7 @@ struct Candidate {
     id: i64,
     lexical: Option<FacetScore>,
     semantic: Option<FacetScore>,
+    scenario: Option<FacetScore>,
     via: Option<String>,
 }
 
@@ -197,6 +212,10 @@ impl Candidate {
             &self.semantic,
             params.semantic_weight,
             params.semantic_threshold,
+        ) + term(
+            &self.scenario,
+            params.scenario_weight,
+            params.scenario_threshold,
         )
     }
 
@@ -207,6 +226,7 @@ impl Candidate {
             score,
             lexical: self.lexical,
             semantic: self.semantic,
+            scenario: self.scenario,
             via: self.via.clone(),
         }
     }
@@ -378,6 +398,12 @@ pub fn augment(
         rows.truncate(FACET_CANDIDATES);
         semantic_facet(caps, params, &rows, &language, &scope, &mut candidates)?;
     }
+    // A facet whose votes cannot count is not worth its hundreds of dot
+    // products.
+    if let Some(blob) = query_blob.as_ref().filter(|_| params.scenario_weight > 0.0) {
+        let ranking = rank_scenarios(caps, blob, &view, &|id| in_policy(params, id))?;
+        scenario_facet(ranking, &mut candidates);
+    }
 
     let mut ranked: Vec<(f64, &Candidate)> = candidates
         .iter()
@@ -481,13 +507,15 @@ pub fn augment(
 }
 
 /// Best fused score first; ties go to the better lexical rank (the more
-/// precise facet), then the better semantic rank, then the lower CWE id.
+/// precise facet), then the better semantic and scenario ranks, then the
+/// lower CWE id.
 fn sort_fused(list: &mut [(f64, &Candidate)]) {
     let rank = |f: &Option<FacetScore>| f.map_or(u32::MAX, |f| f.rank);
     list.sort_by(|(sa, a), (sb, b)| {
         sb.total_cmp(sa)
             .then(rank(&a.lexical).cmp(&rank(&b.lexical)))
             .then(rank(&a.semantic).cmp(&rank(&b.semantic)))
+            .then(rank(&a.scenario).cmp(&rank(&b.scenario)))
             .then(a.id.cmp(&b.id))
     });
 }
@@ -581,6 +609,7 @@ fn lexical_facet(
                 rank: rank as u32 + 1,
             }),
             semantic: None,
+            scenario: None,
             via: None,
         });
     }
@@ -619,6 +648,64 @@ fn rank_lexical(
     scores.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
     scores.truncate(FACET_CANDIDATES);
     Ok(scores)
+}
+
+/// The scenario facet's candidates for the query vector (f32 bytes): every
+/// CWE the language and the policy admit that has scenarios, scored by the
+/// mean similarity of its SCENARIO_NEIGHBOURS closest ones, best first (ties
+/// to the lower id), at most FACET_CANDIDATES.
+fn rank_scenarios(
+    caps: &dyn Capabilities,
+    query: &[u8],
+    view: &LanguageView,
+    in_policy: &dyn Fn(i64) -> bool,
+) -> Result<Vec<(i64, f64)>, PluginError> {
+    let rows = caps
+        .query(
+            SCENARIO_SQL,
+            &[
+                SqlValue::Blob(query.to_vec()),
+                SqlValue::Integer(i64::from(SCENARIO_NEIGHBOURS)),
+            ],
+        )
+        .map_err(PluginError::Kb)?;
+    let schema = |what: &str| PluginError::Schema(format!("scenario_index: {what}"));
+    let [row] = rows.as_slice() else {
+        return Err(schema(&format!("{} rows", rows.len())));
+    };
+    let [SqlValue::Blob(postings)] = row.as_slice() else {
+        return Err(schema(&format!("unexpected row {row:?}")));
+    };
+    let mut ranked = Vec::new();
+    text::packed::for_each_posting(postings, |id, score| {
+        if view.admits(id) && in_policy(id) {
+            ranked.push((id, score));
+        }
+    })
+    .ok_or_else(|| schema("postings"))?;
+    ranked.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
+    ranked.truncate(FACET_CANDIDATES);
+    Ok(ranked)
+}
+
+/// Merges the scenario facet's ranking into the candidates.
+fn scenario_facet(ranking: Vec<(i64, f64)>, candidates: &mut Vec<Candidate>) {
+    for (rank, (id, score)) in ranking.into_iter().enumerate() {
+        let score = Some(FacetScore {
+            score,
+            rank: rank as u32 + 1,
+        });
+        match candidates.iter_mut().find(|c| c.id == id) {
+            Some(c) => c.scenario = score,
+            None => candidates.push(Candidate {
+                id,
+                lexical: None,
+                semantic: None,
+                scenario: score,
+                via: None,
+            }),
+        }
+    }
 }
 
 /// One weakness the semantic facet ranks, best first.
@@ -726,6 +813,7 @@ fn semantic_facet(
                     id: cwe,
                     lexical: None,
                     semantic: score,
+                    scenario: None,
                     via,
                 }),
             }
@@ -998,6 +1086,10 @@ mod tests {
         raw_lexical_rows: Option<Vec<Vec<SqlValue>>>,
         /// (CWE, similarity) of the language's weaknesses with a vector.
         semantic: Vec<(i64, f64)>,
+        /// (CWE, mean similarity of its closest scenarios), by CWE.
+        scenarios: Vec<(i64, f64)>,
+        /// Rows of the scenario query instead, when set.
+        raw_scenario_rows: Option<Vec<Vec<SqlValue>>>,
         /// The language's in-scope weaknesses; by default every CWE above.
         language_cwes: Option<Vec<i64>>,
         /// Rows of the hierarchy walk's query (SEMANTIC_ALL_SQL).
@@ -1031,6 +1123,7 @@ mod tests {
                     self.lexical
                         .iter()
                         .chain(&self.semantic)
+                        .chain(&self.scenarios)
                         .map(|(id, _)| *id)
                         .collect()
                 });
@@ -1055,6 +1148,15 @@ mod tests {
                     SqlValue::Blob(text::packed::write_ids(semantic.iter().map(|(id, _)| *id))),
                     scores,
                 ]]
+            } else if sql == SCENARIO_SQL {
+                assert!(matches!(params[0], SqlValue::Blob(_)), "a query vector");
+                assert_eq!(params[1], SqlValue::Integer(3), "SCENARIO_NEIGHBOURS");
+                if let Some(rows) = &self.raw_scenario_rows {
+                    return Ok(rows.clone());
+                }
+                vec![vec![SqlValue::Blob(text::packed::write_postings(
+                    &self.scenarios,
+                ))]]
             } else if sql == SEMANTIC_ALL_SQL {
                 self.walk.clone()
             } else if sql == NEIGHBOURS_SQL {
@@ -1189,10 +1291,12 @@ mod tests {
             top_k: 2,
             lexical_threshold: 3.0,
             semantic_threshold: 0.6,
+            scenario_threshold: 0.6,
             rrf_k: 60,
             rank_cut: 10,
             lexical_weight: 1.0,
             semantic_weight: 1.0,
+            scenario_weight: 1.0,
             hierarchy_walk: false,
             max_chars: 4000,
             cwe_scope: vec![],
@@ -1411,6 +1515,57 @@ mod tests {
     }
 
     #[test]
+    fn a_cwe_whose_scenarios_resemble_the_task_is_found_without_shared_words() {
+        // Neither the lexical nor the semantic facet knows CWE-918; its
+        // scenarios resemble the task. CWE-79's are further off.
+        let kb = FakeKb {
+            semantic: vec![semantic(79, 0.3)],
+            scenarios: vec![(79, 0.42), (918, 0.7)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let a = augmented(&kb, &facets("fetch the page at the link"), &params());
+        assert_eq!(ids(&a.cwes), ["CWE-918"]);
+        let scenario = a.cwes[0].scenario.unwrap();
+        assert_eq!(scenario.rank, 1);
+        assert_eq!(scenario.score, 0.7);
+        assert!(a.cwes[0].lexical.is_none() && a.cwes[0].semantic.is_none());
+        // CWE-79 (scenarios 0.42, semantic 0.3) is below both thresholds:
+        // not injected, though the ranking before thresholds, where two
+        // facets vote for it, puts it first.
+        let out = augment(&kb, &facets("fetch the page at the link"), &params()).unwrap();
+        assert_eq!(ids(&out.candidates), ["CWE-79", "CWE-918"]);
+        assert_eq!(out.candidates[0].scenario.unwrap().rank, 2);
+    }
+
+    #[test]
+    fn the_scenario_facet_respects_language_and_policy_and_can_be_off() {
+        let kb = FakeKb {
+            scenarios: vec![(78, 0.9), (89, 0.8), (125, 0.85)],
+            language_cwes: Some(vec![78, 89]),
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.cwe_scope = vec![89, 125];
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        // 125 is not a weakness of the language, 78 not in the policy scope.
+        assert_eq!(ids(&out.candidates), ["CWE-89"]);
+
+        p.scenario_weight = 0.0;
+        kb.queries.borrow_mut().clear();
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        assert!(out.candidates.is_empty());
+        assert!(
+            kb.queries
+                .borrow()
+                .iter()
+                .all(|(sql, _)| sql != SCENARIO_SQL),
+            "a facet that cannot count is not computed"
+        );
+    }
+
+    #[test]
     fn a_parent_or_child_stands_in_for_a_strong_hit_outside_the_kb() {
         let walk_row = |id: i64, sim: f64, in_scope: i64| {
             vec![
@@ -1457,6 +1612,25 @@ mod tests {
                 augment(&kb, &facets("sql query"), &params()),
                 Err(PluginError::Schema(_))
             ));
+        }
+        for rows in [
+            vec![],
+            vec![vec![SqlValue::Null]],
+            vec![vec![SqlValue::Blob(vec![0; 13])]],
+            vec![vec![SqlValue::Blob(vec![]), SqlValue::Blob(vec![])]],
+        ] {
+            let kb = FakeKb {
+                raw_scenario_rows: Some(rows.clone()),
+                vector: vec![1.0; 4],
+                ..FakeKb::default()
+            };
+            assert!(
+                matches!(
+                    augment(&kb, &facets("sql query"), &params()),
+                    Err(PluginError::Schema(_))
+                ),
+                "{rows:?}"
+            );
         }
     }
 
@@ -1599,6 +1773,7 @@ mod tests {
             id: 89,
             lexical: None,
             semantic: None,
+            scenario: None,
             via: None,
         };
         let rows = example_rows(

@@ -12,8 +12,12 @@
 //! capability), loaded from the verified file, and gives every connection
 //! the SQL functions retrieval needs beyond SQLite's own: `vector_dot` (one
 //! stored vector against the query), `vector_scores` (a packed matrix of
-//! them in one call) and `set_overlaps` (how many words each of a sequence
-//! of word sets shares with the request's, `rescue_text::word_set`).
+//! them in one call), `set_overlaps` (how many words each of a sequence
+//! of word sets shares with the request's, `rescue_text::word_set`) and
+//! `scenario_means` (per CWE, the query's mean similarity to its closest
+//! developer scenarios, from a matrix the reader loads once: reading it from
+//! the file per request meant SQLite copying 1.3 MB out of overflow pages,
+//! ~100 us).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -85,6 +89,10 @@ pub struct KbReader {
     /// The embedding model stored in the file; `None` for an unverified
     /// reader over a file without one (the semantic facet then sees zeros).
     embedder: Option<Arc<Embedder>>,
+    /// The scenario facet's matrix stored in the file; `None` for an
+    /// unverified reader over a file without one (`scenario_scores` is then
+    /// an error).
+    scenarios: Option<Arc<ScenarioIndex>>,
     /// Holds the private snapshot of a verified KB; removed with the reader.
     _snapshot: Option<tempfile::TempDir>,
 }
@@ -92,15 +100,25 @@ pub struct KbReader {
 impl KbReader {
     /// A reader over any SQLite file, unverified (for tests and tools).
     pub fn new(path: &Path, limits: QueryLimits) -> Self {
-        let embedder = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()
-            .and_then(|conn| load_embedder(&conn).ok())
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok();
+        let embedder = conn
+            .as_ref()
+            .and_then(|conn| load_embedder(conn).ok())
             .map(Arc::new);
-        Self::serving(path, limits, embedder)
+        let scenarios = conn
+            .as_ref()
+            .and_then(|conn| ScenarioIndex::load(conn).ok())
+            .map(Arc::new);
+        Self::serving(path, limits, embedder, scenarios)
     }
 
     /// A reader serving `served`, with no verification record.
-    fn serving(served: &Path, limits: QueryLimits, embedder: Option<Arc<Embedder>>) -> Self {
+    fn serving(
+        served: &Path,
+        limits: QueryLimits,
+        embedder: Option<Arc<Embedder>>,
+        scenarios: Option<Arc<ScenarioIndex>>,
+    ) -> Self {
         Self {
             served: served.to_path_buf(),
             source: served.to_path_buf(),
@@ -110,6 +128,7 @@ impl KbReader {
             query_nanos: AtomicU64::new(0),
             info: None,
             embedder,
+            scenarios,
             _snapshot: None,
         }
     }
@@ -148,13 +167,22 @@ impl KbReader {
             path: path.to_path_buf(),
             message,
         })?;
+        let scenarios = ScenarioIndex::load(&conn).map_err(|message| crate::Error::KbInvalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         drop(conn);
         Ok(Self {
             info: Some(info),
             source: path.to_path_buf(),
             _snapshot: Some(dir),
             // Loaded once, above: not again from the snapshot by `new`.
-            ..Self::serving(&snapshot, limits, Some(Arc::new(embedder)))
+            ..Self::serving(
+                &snapshot,
+                limits,
+                Some(Arc::new(embedder)),
+                Some(Arc::new(scenarios)),
+            )
         })
     }
 
@@ -184,7 +212,10 @@ impl KbReader {
 
     /// Opens a connection the plugin can use: read-only, no attached databases,
     /// reads only.
-    pub fn open_sandboxed(path: &Path) -> rusqlite::Result<(Connection, Arc<AtomicU64>)> {
+    pub fn open_sandboxed(
+        path: &Path,
+        scenarios: Option<Arc<ScenarioIndex>>,
+    ) -> rusqlite::Result<(Connection, Arc<AtomicU64>)> {
         // The served file is a private snapshot that nothing writes or
         // truncates, so SQLite may treat it as immutable: no file locks and
         // no journal checks per statement (measured: ~14 fcntl and ~16
@@ -227,6 +258,39 @@ impl KbReader {
             "not a sequence of word sets and a word set",
             set_overlaps,
         )?;
+        conn.create_scalar_function(
+            "scenario_means",
+            2,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            move |ctx| {
+                let index = scenarios.as_deref().ok_or_else(|| {
+                    rusqlite::Error::UserFunctionError(
+                        "scenario_means: the knowledge base has no scenario index".into(),
+                    )
+                })?;
+                let takes = || {
+                    rusqlite::Error::UserFunctionError(
+                        format!(
+                            "scenario_means takes a query of {} little-endian f32 and a count from 1 to {MAX_SCENARIO_NEIGHBOURS}",
+                            index.dims
+                        )
+                        .into(),
+                    )
+                };
+                let n = match ctx.get_raw(1) {
+                    ValueRef::Integer(n) if (1..=MAX_SCENARIO_NEIGHBOURS as i64).contains(&n) => {
+                        n as usize
+                    }
+                    _ => return Err(takes()),
+                };
+                match ctx.get_raw(0) {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Blob(query) => index.means(query, n).map(Some).ok_or_else(takes),
+                    _ => Err(takes()),
+                }
+            },
+        )?;
         let steps = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&steps);
         conn.progress_handler(
@@ -245,7 +309,7 @@ impl KbReader {
         CONNECTION.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.as_ref().map(|(g, _, _)| *g) != Some(self.generation) {
-                let (conn, steps) = Self::open_sandboxed(&self.served)
+                let (conn, steps) = Self::open_sandboxed(&self.served, self.scenarios.clone())
                     .map_err(|e| QueryError::Failed(format!("opening knowledge base: {e}")))?;
                 *slot = Some((self.generation, conn, steps));
             }
@@ -332,6 +396,33 @@ fn vector_scores(vectors: &[u8], query: &[u8]) -> Option<Vec<u8>> {
     embed::dot_rows_le_bytes(vectors, query).map(rescue_text::packed::write_scores)
 }
 
+/// Most neighbours `scenario_means` averages (a bound for its buffer).
+const MAX_SCENARIO_NEIGHBOURS: usize = 16;
+
+/// The mean of the `n` largest values (of all of them when there are fewer;
+/// 0 for none); `n` is at most [`MAX_SCENARIO_NEIGHBOURS`].
+fn mean_of_best(values: impl Iterator<Item = f64>, n: usize) -> f64 {
+    let mut best = [0f64; MAX_SCENARIO_NEIGHBOURS];
+    let mut kept = 0;
+    for v in values {
+        // Insertion into the descending prefix best[..kept].
+        let mut at = kept.min(n);
+        while at > 0 && best[at - 1] < v {
+            at -= 1;
+        }
+        if at < n {
+            let end = kept.min(n - 1);
+            best.copy_within(at..end, at + 1);
+            best[at] = v;
+            kept = (kept + 1).min(n);
+        }
+    }
+    if kept == 0 {
+        return 0.0;
+    }
+    best[..kept].iter().sum::<f64>() / kept as f64
+}
+
 /// `set_overlaps(sets, terms)`: how many words each word set of the
 /// sequence `sets` shares with the word set `terms`, as packed u32 counts in
 /// the same order (`rescue_text::packed`). `None` unless both are what they
@@ -366,6 +457,80 @@ fn load_embedder(conn: &Connection) -> Result<Embedder, String> {
         vectors.extend(vector.into_iter().map(|b| b as i8));
     }
     Embedder::new(pieces, vectors, scales).map_err(|e| e.to_string())
+}
+
+/// The scenario facet's matrix (KB table `scenario_index`), held in memory
+/// by the reader: every scenario's CWE, and its embedding as int8 with one
+/// scale each.
+#[derive(Debug)]
+pub struct ScenarioIndex {
+    dims: usize,
+    /// Ascending: each CWE's scenarios are one run.
+    cwes: Vec<i64>,
+    vectors: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl ScenarioIndex {
+    fn load(conn: &Connection) -> Result<Self, String> {
+        let (cwes, scales, vectors): (Vec<u8>, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT cwes, scales, vectors FROM scenario_index",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(|e| format!("no scenario index: {e}"))?;
+        let cwes = rescue_text::packed::read_ids(&cwes)
+            .filter(|ids| ids.is_sorted())
+            .ok_or("scenario index: the CWE ids are not ascending packed ids")?;
+        let scales: Vec<f32> = scales
+            .chunks_exact(4)
+            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+            .collect();
+        let dims = embed::DIM;
+        if vectors.len() != scales.len() * dims || cwes.len() != scales.len() {
+            return Err(format!(
+                "scenario index: {} CWE ids, {} scales and {} vector bytes ({dims} per vector)",
+                cwes.len(),
+                scales.len(),
+                vectors.len(),
+            ));
+        }
+        Ok(Self {
+            dims,
+            cwes,
+            vectors: vectors.into_iter().map(|b| b as i8).collect(),
+            scales,
+        })
+    }
+
+    /// Per CWE, the mean cosine similarity of the query (f32 bytes) to its
+    /// `n` closest scenarios, as packed postings (`rescue_text::packed`) in
+    /// CWE order; `None` unless the query has the index's dimension. One
+    /// call does it all: handing the sandbox every scenario's score instead
+    /// (2,490 ids and scores) cost ~50 us of copying and looping there.
+    fn means(&self, query: &[u8], n: usize) -> Option<Vec<u8>> {
+        if query.len() != 4 * self.dims {
+            return None;
+        }
+        let query: Vec<f32> = query
+            .chunks_exact(4)
+            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+            .collect();
+        let (query, query_scale) = embed::quantize_i8(&query);
+        let dots = embed::dot_rows_i8(&self.vectors, &query);
+        let similarity =
+            |i: usize| f64::from(dots[i]) * f64::from(query_scale) * f64::from(self.scales[i]);
+        let mut postings = Vec::new();
+        let mut start = 0;
+        while start < self.cwes.len() {
+            let cwe = self.cwes[start];
+            let len = self.cwes[start..].iter().take_while(|c| **c == cwe).count();
+            postings.push((cwe, mean_of_best((start..start + len).map(similarity), n)));
+            start += len;
+        }
+        Some(rescue_text::packed::write_postings(&postings))
+    }
 }
 
 /// Only reads, selects and function calls (SQLite's and ours) are allowed.
@@ -484,6 +649,146 @@ mod tests {
             },
         );
         (dir, reader)
+    }
+
+    /// A reader over a file holding only a scenario index of `vectors`
+    /// (CWE, embedding), quantised as the KB build quantises them.
+    fn scenario_fixture(vectors: &[(u32, Vec<f32>)]) -> (tempfile::TempDir, KbReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kb.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE scenario_index (cwes BLOB, scales BLOB, vectors BLOB)")
+            .unwrap();
+        let (mut scales, mut matrix) = (Vec::new(), Vec::new());
+        for (_, v) in vectors {
+            let (q, scale) = embed::quantize_i8(v);
+            scales.extend(scale.to_le_bytes());
+            matrix.extend(q.into_iter().map(|x| x as u8));
+        }
+        conn.execute(
+            "INSERT INTO scenario_index VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                rescue_text::packed::write_ids(vectors.iter().map(|(c, _)| i64::from(*c))),
+                scales,
+                matrix
+            ],
+        )
+        .unwrap();
+        drop(conn);
+        let reader = KbReader::new(
+            &path,
+            QueryLimits {
+                max_steps: 1000,
+                max_rows: 100,
+            },
+        );
+        (dir, reader)
+    }
+
+    fn unit(i: usize) -> Vec<f32> {
+        let mut v = vec![0.0; embed::DIM];
+        v[i] = 1.0;
+        v
+    }
+
+    #[test]
+    fn scenario_means_per_cwe() {
+        let mixed: Vec<f32> = (0..embed::DIM)
+            .map(|i| if i < 2 { 0.6 } else { 0.0 })
+            .collect();
+        let (_dir, kb) = scenario_fixture(&[
+            (79, unit(0)),
+            (79, unit(1)),
+            (79, unit(2)),
+            (79, unit(3)),
+            (918, mixed.clone()),
+            (918, unit(1)),
+        ]);
+        let query = embed::to_le_bytes(&unit(0));
+        let means = |n: i64| {
+            let rows = kb
+                .query(
+                    "SELECT scenario_means(?1, ?2)",
+                    &[SqlValue::Blob(query.clone()), SqlValue::Integer(n)],
+                )
+                .unwrap();
+            let [SqlValue::Blob(postings)] = rows[0].as_slice() else {
+                panic!("{rows:?}")
+            };
+            let mut means = Vec::new();
+            rescue_text::packed::for_each_posting(postings, |id, mean| means.push((id, mean)))
+                .unwrap();
+            means
+        };
+        let close = |got: &[(i64, f64)], want: &[(i64, f64)]| {
+            got.len() == want.len()
+                && got
+                    .iter()
+                    .zip(want)
+                    .all(|(g, w)| g.0 == w.0 && (g.1 - w.1).abs() < 0.01)
+        };
+        // The closest scenario of each: CWE-79 matches exactly once.
+        assert!(close(&means(1), &[(79, 1.0), (918, 0.6)]), "{:?}", means(1));
+        // Two: one lucky match among four (0.5) against two fair ones (0.3).
+        assert!(close(&means(2), &[(79, 0.5), (918, 0.3)]), "{:?}", means(2));
+        // More than a CWE has: the mean of all of them.
+        assert!(
+            close(&means(16), &[(79, 0.25), (918, 0.3)]),
+            "{:?}",
+            means(16)
+        );
+
+        // A query of another dimension, a non-blob, a bad count: errors.
+        for (sql, params) in [
+            (
+                "SELECT scenario_means(?1, 3)",
+                vec![SqlValue::Blob(vec![0; 12])],
+            ),
+            ("SELECT scenario_means('text', 3)", vec![]),
+            (
+                "SELECT scenario_means(?1, 0)",
+                vec![SqlValue::Blob(query.clone())],
+            ),
+            (
+                "SELECT scenario_means(?1, 17)",
+                vec![SqlValue::Blob(query.clone())],
+            ),
+        ] {
+            assert!(
+                matches!(kb.query(sql, &params), Err(QueryError::Failed(_))),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            kb.query("SELECT scenario_means(NULL, 3)", &[]).unwrap()[0][0],
+            SqlValue::Null
+        );
+    }
+
+    #[test]
+    fn without_a_scenario_index_scenario_means_is_an_error() {
+        let (_dir, kb) = fixture();
+        let query = embed::to_le_bytes(&unit(0));
+        match kb.query("SELECT scenario_means(?1, 3)", &[SqlValue::Blob(query)]) {
+            Err(QueryError::Failed(message)) => {
+                assert!(message.contains("no scenario index"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn means_of_the_best() {
+        let mean = |v: &[f64], n| mean_of_best(v.iter().copied(), n);
+        assert!((mean(&[0.4, 0.9, 0.5, 0.1, 0.8], 3) - (0.9 + 0.8 + 0.5) / 3.0).abs() < 1e-12);
+        assert!((mean(&[0.1, 0.2, 0.3, 0.4], 2) - 0.35).abs() < 1e-12);
+        assert!((mean(&[0.4, 0.3, 0.2, 0.1], 2) - 0.35).abs() < 1e-12);
+        assert!((mean(&[0.4, 0.2], 3) - 0.3).abs() < 1e-12);
+        assert_eq!(mean(&[0.7, 0.7, 0.7], 1), 0.7);
+        assert_eq!(mean(&[], 3), 0.0);
+        let many: Vec<f64> = (0..40).map(|i| f64::from(i) / 40.0).collect();
+        let top: f64 = many[24..].iter().sum::<f64>() / 16.0;
+        assert!((mean(&many, MAX_SCENARIO_NEIGHBOURS) - top).abs() < 1e-12);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub const MIN_API_EXAMPLES: u32 = 2;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum ScopeReason {
     Top25,
+    Top25Past,
     SafeCoder,
     Sven,
     CodeShield,
@@ -49,6 +50,7 @@ impl ScopeReason {
     fn label(self) -> &'static str {
         match self {
             Self::Top25 => "top25-2024",
+            Self::Top25Past => "top25-2019-2023",
             Self::SafeCoder => "safecoder",
             Self::Sven => "sven",
             Self::CodeShield => "codeshield",
@@ -70,6 +72,15 @@ pub(crate) struct KbContent {
     pub examples: Vec<ExampleRow>,
     /// (cwe, api, count), sorted.
     pub apis: Vec<(u32, String, u32)>,
+    /// The developer scenarios of in-scope CWEs, by CWE, in file order.
+    pub scenarios: Vec<ScenarioRow>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScenarioRow {
+    pub cwe: u32,
+    pub language: String,
+    pub task: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -138,7 +149,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         path: opts.embeddings.clone(),
         message: e.to_string(),
     })?;
-    let (mut content, pair_report) = collect(&opts.sources, backend.summarizer(), &progress)?;
+    let (mut content, pair_report) = collect(opts, backend.summarizer(), &progress)?;
     content.meta.insert(
         schema::META_EMBEDDING_MODEL.to_owned(),
         serde_json::json!({
@@ -366,11 +377,11 @@ fn example_language(catalog: &str) -> String {
 
 /// Reads and parses every input and derives the rows.
 fn collect(
-    root: &Path,
+    opts: &BuildOptions,
     summarizer: &mut dyn Summarizer,
     progress: &Progress,
 ) -> Result<(KbContent, PairReport)> {
-    let mut files = SourceFiles::new(root);
+    let mut files = SourceFiles::new(&opts.sources);
     progress.stage("reading", 1);
     progress.message("CWE catalog");
 
@@ -396,6 +407,16 @@ fn collect(
         }
     };
     add(&mut TOP25_2024.into_iter(), ScopeReason::Top25);
+    for view in sources::TOP25_VIEWS {
+        let members = catalog
+            .view_members
+            .get(&view)
+            .ok_or_else(|| Error::KbSource {
+                path: xml_path.clone(),
+                message: format!("the catalog has no view {view} (a CWE Top 25 list)"),
+            })?;
+        add(&mut members.iter().copied(), ScopeReason::Top25Past);
+    }
     add(
         &mut sources::safecoder_cwes(&mut files)?.into_iter(),
         ScopeReason::SafeCoder,
@@ -427,6 +448,27 @@ fn collect(
     }
 
     let tasks = sources::safecoder_tasks(&mut files)?;
+    // Scenarios are the scenario facet's own knowledge, not lexical text:
+    // in the BM25 index they read like ordinary coding requests and lifted
+    // the scores of non-security tasks more than those of security ones
+    // (EVAL.md).
+    let mut scenarios = Vec::new();
+    for (id, list) in
+        sources::developer_scenarios(&mut files, super::DEFAULT_SCENARIOS, &opts.scenarios)?
+    {
+        if scope.contains_key(&id) {
+            scenarios.extend(list.into_iter().map(|(language, task)| ScenarioRow {
+                cwe: id,
+                language,
+                task,
+            }));
+        } else {
+            tracing::warn!(
+                cwe = id,
+                "scenarios of CWE-{id}, which is not in scope, skipped"
+            );
+        }
+    }
     progress.inc();
 
     // Code pairs: read, keep those of indexed CWEs, slice.
@@ -482,7 +524,10 @@ fn collect(
     }
     report.summarizer_calls = total_calls;
 
-    let mut content = KbContent::default();
+    let mut content = KbContent {
+        scenarios,
+        ..KbContent::default()
+    };
     for (&id, weakness) in &catalog.weaknesses {
         let scope_reason = scope.get(&id).cloned();
         let (guideline, cause) = match summaries.get(&id) {
@@ -904,6 +949,7 @@ pub(crate) fn write_kb(
         write_cwe_languages(&tx, &cwes, &vectors)?;
 
         write_example_pools(&tx, &content.examples, embedder)?;
+        write_scenarios(&tx, &content.scenarios, embedder)?;
 
         let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;
         let mut apis = content.apis.clone();
@@ -976,6 +1022,40 @@ fn write_cwe_languages(
                 .collect::<Vec<u8>>(),
         ])?;
     }
+    Ok(())
+}
+
+/// The `scenario` rows and the one `scenario_index` row: every scenario's
+/// embedding, made as the plugin embeds a request (its retrieval terms), by
+/// CWE, as int8 with one scale each (the host scores them with exact
+/// integer dot products). A scenario with no known token has no direction
+/// and no vector.
+fn write_scenarios(
+    tx: &rusqlite::Transaction<'_>,
+    scenarios: &[ScenarioRow],
+    embedder: &Embedder,
+) -> rusqlite::Result<()> {
+    let mut insert =
+        tx.prepare("INSERT INTO scenario (id, cwe, language, task) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut ordered: Vec<&ScenarioRow> = scenarios.iter().collect();
+    ordered.sort_by_key(|s| s.cwe);
+    let mut cwes = Vec::new();
+    let mut scales = Vec::new();
+    let mut vectors = Vec::new();
+    for (n, s) in ordered.iter().enumerate() {
+        insert.execute(params![n as i64 + 1, s.cwe, s.language, s.task])?;
+        let vector = embedder.embed(&rescue_text::terms(&s.task).join(" "));
+        if vector.iter().any(|x| *x != 0.0) {
+            let (quantized, scale) = embed::quantize_i8(&vector);
+            cwes.push(i64::from(s.cwe));
+            scales.extend(scale.to_le_bytes());
+            vectors.extend(quantized.into_iter().map(|q| q as u8));
+        }
+    }
+    tx.execute(
+        "INSERT INTO scenario_index (cwes, scales, vectors) VALUES (?1, ?2, ?3)",
+        params![rescue_text::packed::write_ids(cwes), scales, vectors],
+    )?;
     Ok(())
 }
 

@@ -42,6 +42,9 @@ pub struct Catalog {
     pub deprecated: BTreeSet<u32>,
     /// Categories and views: ids that exist but are not weaknesses.
     pub non_weaknesses: BTreeSet<u32>,
+    /// The direct members (`Members/Has_Member`) of every view, by view id:
+    /// how the catalog publishes lists such as each year's Top 25.
+    pub view_members: BTreeMap<u32, BTreeSet<u32>>,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,7 @@ impl Catalog {
             weaknesses: BTreeMap::new(),
             deprecated: BTreeSet::new(),
             non_weaknesses: BTreeSet::new(),
+            view_members: BTreeMap::new(),
         };
         for section in cwe_children(root) {
             match section.tag_name().name() {
@@ -126,9 +130,26 @@ impl Catalog {
                 }
                 "Categories" | "Views" => {
                     for node in cwe_children(section) {
-                        catalog
-                            .non_weaknesses
-                            .insert(node_id(node).map_err(&source_error)?);
+                        let id = node_id(node).map_err(&source_error)?;
+                        catalog.non_weaknesses.insert(id);
+                        if node.tag_name().name() == "View" {
+                            let members = cwe_child(node, "Members")
+                                .into_iter()
+                                .flat_map(cwe_children)
+                                .filter(|m| m.tag_name().name() == "Has_Member")
+                                .map(|m| {
+                                    m.attribute("CWE_ID")
+                                        .and_then(|raw| raw.parse().ok())
+                                        .ok_or_else(|| {
+                                            source_error(format!(
+                                                "view {id}: Has_Member without a numeric CWE_ID (line {})",
+                                                line_of(m)
+                                            ))
+                                        })
+                                })
+                                .collect::<Result<BTreeSet<u32>>>()?;
+                            catalog.view_members.insert(id, members);
+                        }
                     }
                 }
                 _ => {}
@@ -755,6 +776,15 @@ mod tests {
   <Categories>
     <Category ID="10" Name="A category" Status="Draft"/>
   </Categories>
+  <Views>
+    <View ID="20" Name="A list" Type="Explicit" Status="Draft">
+      <Members>
+        <Has_Member CWE_ID="2" View_ID="20"/>
+        <Has_Member CWE_ID="1" View_ID="20"/>
+      </Members>
+    </View>
+    <View ID="21" Name="A graph" Type="Graph" Status="Draft"/>
+  </Views>
 </Weakness_Catalog>"#;
 
     fn snippet() -> Catalog {
@@ -770,7 +800,11 @@ mod tests {
             [1, 2]
         );
         assert_eq!(catalog.deprecated, BTreeSet::from([3]));
-        assert_eq!(catalog.non_weaknesses, BTreeSet::from([10]));
+        assert_eq!(catalog.non_weaknesses, BTreeSet::from([10, 20, 21]));
+        assert_eq!(
+            catalog.view_members,
+            BTreeMap::from([(20, BTreeSet::from([1, 2])), (21, BTreeSet::new())])
+        );
         let parent = &catalog.weaknesses[&1];
         assert_eq!(parent.name, "Parent Weakness");
         assert_eq!(parent.languages, ["c", "java"]);

@@ -53,11 +53,17 @@ pub struct BuildOptions {
     /// The static embedding model's directory (`vocab.txt`,
     /// `vectors.rowq.i8`, `scales.rowq.f32`); copied into the file.
     pub embeddings: PathBuf,
+    /// The developer-scenario file (`scenarios/developer-tasks.jsonl`).
+    pub scenarios: PathBuf,
 }
 
 /// The embedding model shipped in this source tree, relative to the
 /// repository root (where `rescue kb build` is run from).
 pub const DEFAULT_EMBEDDINGS: &str = "embeddings/m2v-minilm-256";
+
+/// The developer-phrased task scenarios shipped in this source tree,
+/// relative to the repository root (see scenarios/README.md).
+pub const DEFAULT_SCENARIOS: &str = "scenarios/developer-tasks.jsonl";
 
 impl BuildOptions {
     /// An offline build without progress bars, with the embedding model of
@@ -69,6 +75,7 @@ impl BuildOptions {
             summarizer: SummarizerChoice::Offline,
             progress: false,
             embeddings: source_tree_embeddings(),
+            scenarios: source_tree_scenarios(),
         }
     }
 }
@@ -78,6 +85,13 @@ pub fn source_tree_embeddings() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(DEFAULT_EMBEDDINGS)
+}
+
+/// The developer-scenario file of the source tree this crate was compiled from.
+pub fn source_tree_scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_SCENARIOS)
 }
 
 /// The back-end of cluster-then-summarize.
@@ -284,6 +298,11 @@ mod tests {
                 ..ExampleRow::default()
             }],
             apis: vec![(89, "cursor.execute".into(), 3)],
+            scenarios: vec![build::ScenarioRow {
+                cwe: 89,
+                language: "python".into(),
+                task: "Look up the customer whose name the caller passes in.".into(),
+            }],
         }
     }
 
@@ -459,6 +478,33 @@ mod tests {
         for id in [89, 79, 22] {
             assert!(in_scope(id), "CWE-{id} should be in scope");
         }
+        // An earlier year's Top 25 (the catalog's views) is enough for scope.
+        let reason: String = conn
+            .query_row("SELECT scope_reason FROM cwe WHERE id = 522", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(reason, "top25-2019-2023");
+        // Every in-scope weakness has developer scenarios, each one a vector.
+        let without: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM cwe c WHERE c.in_scope = 1 \
+                 AND (SELECT count(*) FROM scenario s WHERE s.cwe = c.id) < 12",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(without, 0);
+        let (scenarios, ids, scales, vectors): (i64, Vec<u8>, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM scenario), cwes, scales, vectors FROM scenario_index",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(ids.len() / 4, scenarios as usize);
+        assert_eq!(scales.len() / 4, scenarios as usize);
+        assert_eq!(vectors.len(), scenarios as usize * crate::embed::DIM);
         let guideline: String = conn
             .query_row("SELECT guideline FROM cwe WHERE id = 89", [], |r| r.get(0))
             .unwrap();
@@ -651,6 +697,92 @@ mod tests {
     }
 
     #[test]
+    fn scenarios_of_in_scope_weaknesses_are_stored_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = dir.path().join("sources");
+        fixture::write_sources(&sources, 2, 2);
+        let scenarios = dir.path().join("scenarios.jsonl");
+        std::fs::write(
+            &scenarios,
+            r#"{"cwe": 89, "lang": "python", "task": "Look up the customer   whose name the caller passes in."}
+{"cwe": 78, "lang": "go", "task": "Run the ping tool on the host the user typed."}
+
+{"cwe": 943, "lang": "python", "task": "Out of scope: skipped."}
+{"cwe": 89, "lang": "java", "task": "🦀 🦀"}
+"#,
+        )
+        .unwrap();
+        let out = dir.path().join("kb.sqlite");
+        let options = BuildOptions {
+            scenarios: scenarios.clone(),
+            ..BuildOptions::offline(sources.clone(), out.clone())
+        };
+        build(&options).unwrap();
+        let conn = open_ro(&out);
+        let rows: Vec<(i64, u32, String, String)> = conn
+            .prepare("SELECT id, cwe, language, task FROM scenario ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (
+                    1,
+                    78,
+                    "go".into(),
+                    "Run the ping tool on the host the user typed.".into()
+                ),
+                (
+                    2,
+                    89,
+                    "python".into(),
+                    "Look up the customer whose name the caller passes in.".into()
+                ),
+                (3, 89, "java".into(), "\u{1F980} \u{1F980}".into()),
+            ]
+        );
+        // The index lists the scenarios with a vector (not the one no known
+        // word embeds), by CWE, as the reader expects them.
+        let (ids, scales, vectors): (Vec<u8>, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT cwes, scales, vectors FROM scenario_index",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(rescue_text::packed::read_ids(&ids).unwrap(), [78, 89]);
+        assert_eq!(scales.len(), 2 * 4);
+        assert_eq!(vectors.len(), 2 * crate::embed::DIM);
+        let hashes: String = one(
+            &conn,
+            "SELECT value FROM kb_meta WHERE key = 'source_hashes'",
+        );
+        assert!(hashes.contains(DEFAULT_SCENARIOS), "{hashes}");
+        // The fixture catalog's Top 25 views put both weaknesses in scope.
+        let reason: String = one(&conn, "SELECT scope_reason FROM cwe WHERE id = 78");
+        assert!(reason.contains("top25-2019-2023"), "{reason}");
+        drop(conn);
+
+        // A malformed line fails the build, naming the file and the line.
+        for bad in [
+            "{\"cwe\": 89, \"lang\": \"python\"}",
+            "{\"cwe\": 89, \"lang\": \"\", \"task\": \"x\"}",
+            "{\"cwe\": 89, \"lang\": \"python\", \"task\": \"x\", \"extra\": 1}",
+            "not json",
+        ] {
+            std::fs::write(&scenarios, format!("\n{bad}\n")).unwrap();
+            let message = build(&options).unwrap_err().to_string();
+            assert!(
+                message.contains("scenarios.jsonl") && message.contains("line 2"),
+                "{bad}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn llm_backend_builds_through_a_mock_endpoint_and_caches() {
         let server = summarize::llm::mock::start();
         let dir = tempfile::tempdir().unwrap();
@@ -658,6 +790,7 @@ mod tests {
         fixture::write_sources(&sources, 23, 7);
         let options = |out: &str| BuildOptions {
             embeddings: source_tree_embeddings(),
+            scenarios: source_tree_scenarios(),
             sources: sources.clone(),
             out: dir.path().join(out),
             summarizer: SummarizerChoice::Llm(LlmConfig {

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -158,6 +158,33 @@ CREATE TABLE example_pool (
   PRIMARY KEY (cwe, language)
 ) WITHOUT ROWID;
 
+-- Developer scenarios (scenarios/developer-tasks.jsonl in the source tree):
+-- coding requests, phrased as users phrase them, in which the weakness is a
+-- natural risk of the code asked for. The scenario facet's knowledge: a
+-- request close to a CWE's scenarios is a task where that CWE matters, even
+-- when its words are nowhere in the CWE's own text. In-scope CWEs only.
+CREATE TABLE scenario (
+  id INTEGER PRIMARY KEY,              -- 1.., by CWE, in file order
+  cwe INTEGER NOT NULL,
+  language TEXT NOT NULL,              -- the language the request is for (python, c, cpp, ...)
+  task TEXT NOT NULL
+);
+CREATE INDEX scenario_by_cwe ON scenario (cwe, id);
+
+-- The scenario facet's matrix (exactly one row): the embedding of every
+-- scenario's retrieval terms (the request's own treatment, rescue_text::
+-- terms), L2-normalised, as int8 (256 bytes each; component i is
+-- vector[i] * scale), concatenated in `scenario` order, the scale of each
+-- (little-endian f32) and its CWE (packed u32, ascending). The serving host
+-- loads the matrix once; scenario_scores(?) scores the query against all of
+-- it, in this order. Scenarios without a known token have no vector and are
+-- not listed.
+CREATE TABLE scenario_index (
+  cwes BLOB NOT NULL,
+  scales BLOB NOT NULL,
+  vectors BLOB NOT NULL
+);
+
 -- The lexical facet without FTS5 at serve time (host/src/kb/lexical.rs):
 -- FTS5's score for every word a request could send, asked of cwe_fts one
 -- word at a time at build time, with the column weights of
@@ -237,4 +264,8 @@ The tables embedding_token and cwe_vector are derived from the weights and \
 WordPiece vocabulary of sentence-transformers/all-MiniLM-L6-v2 (Apache License \
 2.0; the BERT uncased vocabulary, Copyright Google): distilled with model2vec \
 (MIT), then modified (PCA to 256 dimensions, SIF weighting, int8 \
-quantisation). See licenses/MiniLM-Apache-2.0.txt in the source tree.";
+quantisation). See licenses/MiniLM-Apache-2.0.txt in the source tree; \
+scenario_index is embedded with them.\n\
+The developer scenarios (tables scenario and scenario_index) were written for \
+RESCUE Proxy and are licensed under the Apache License 2.0, as its source code \
+(scenarios/README.md in the source tree).";

@@ -35,6 +35,11 @@ pub const TOP25_2024: [u32; 25] = [
     476, 798, 190, 400, 306,
 ];
 
+/// The catalog's views of the earlier CWE Top 25 lists (2019 to 2023; the
+/// 2024 list postdates catalog 4.14, hence [`TOP25_2024`]). A weakness that
+/// made any year's list is common enough in real code to be worth knowledge.
+pub const TOP25_VIEWS: [u32; 5] = [1200, 1350, 1337, 1387, 1425];
+
 /// Reads input files relative to the sources root and remembers the sha256
 /// of each, so the built KB records exactly what it was made from.
 pub struct SourceFiles {
@@ -119,6 +124,22 @@ impl SourceFiles {
         Ok(())
     }
 
+    /// Reads a file that lives outside the sources root (one the source
+    /// tree ships), recording its hash under `label` rather than its path,
+    /// so where the repository is checked out does not change the KB.
+    pub fn read_outside(&mut self, label: &str, path: &Path) -> Result<String> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.hashes
+            .insert(label.to_owned(), hex::encode(Sha256::digest(&bytes)));
+        String::from_utf8(bytes).map_err(|e| Error::KbSource {
+            path: path.to_owned(),
+            message: format!("not valid UTF-8: {e}"),
+        })
+    }
+
     /// sha256 (hex) of every file read, by relative path.
     pub fn into_hashes(self) -> BTreeMap<String, String> {
         self.hashes
@@ -197,6 +218,48 @@ pub fn safecoder_tasks(files: &mut SourceFiles) -> Result<BTreeMap<u32, Vec<Stri
         .into_iter()
         .map(|(id, set)| (id, set.into_iter().collect()))
         .collect())
+}
+
+/// One line of the developer-scenario file (`scenarios/developer-tasks.jsonl`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioRecord {
+    cwe: u32,
+    lang: String,
+    task: String,
+}
+
+/// The developer-phrased task scenarios per CWE (scenarios/README.md): what
+/// a request looks like when the weakness is a natural risk of the code it
+/// asks for, as (language, task). In file order per CWE (the build is
+/// deterministic because the file is); blank lines skipped, anything else
+/// malformed is an error.
+pub fn developer_scenarios(
+    files: &mut SourceFiles,
+    label: &str,
+    path: &Path,
+) -> Result<BTreeMap<u32, Vec<(String, String)>>> {
+    let text = files.read_outside(label, path)?;
+    let mut scenarios: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: String| Error::KbSource {
+            path: path.to_owned(),
+            message: format!("line {}: {message}", n + 1),
+        };
+        let record: ScenarioRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let task = record.task.split_whitespace().collect::<Vec<_>>().join(" ");
+        if task.is_empty() || record.lang.trim().is_empty() {
+            return Err(bad(format!("CWE-{}: empty task or language", record.cwe)));
+        }
+        scenarios
+            .entry(record.cwe)
+            .or_default()
+            .push((record.lang.trim().to_owned(), task));
+    }
+    Ok(scenarios)
 }
 
 /// Every CWE labelled in the SVEN pair files of both splits.

@@ -56,10 +56,12 @@ impl RetrievalParams {
             top_k,
             lexical_threshold: config.lexical_threshold,
             semantic_threshold: config.semantic_threshold,
+            scenario_threshold: config.scenario_threshold,
             rrf_k: config.rrf_k,
             rank_cut: config.rank_cut,
             lexical_weight: config.lexical_weight,
             semantic_weight: config.semantic_weight,
+            scenario_weight: config.scenario_weight,
             hierarchy_walk: config.hierarchy_walk,
             max_chars: config.max_chars,
             cwe_scope,
@@ -747,11 +749,11 @@ mod tests {
   (export $facets-e "request-facets" (type $facets))
   (type $mode (enum "fast" "full"))
   (export $mode-e "mode" (type $mode))
-  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
+  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
   (export $params-e "retrieval-params" (type $params))
   (type $fs (record (field "score" float64) (field "rank" u32)))
   (export $fs-e "facet-score" (type $fs))
-  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "via" (option string))))
+  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "scenario" (option $fs-e)) (field "via" (option string))))
   (export $hit-e "cwe-hit" (type $hit))
   (type $aug (record (field "text" string) (field "cwes" (list $hit-e)) (field "example-id" (option string))))
   (export $aug-e "augmentation" (type $aug))
