@@ -472,7 +472,7 @@ fn dot_rows_i8_vnni(rows: &[i8], query: &[i8]) -> Vec<i32> {
 
 /// [`dot_rows_i8_portable`] with AVX2's multiply-and-add of 16-bit pairs:
 /// sixteen products per instruction, against a 32-bit multiply per product
-/// (measured 42 us for the 2,490 shipped scenarios with the portable loop
+/// (measured 42 us for 2,490 scenario vectors with the portable loop
 /// compiled for AVX2). The sums are exact either way.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
