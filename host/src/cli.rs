@@ -74,6 +74,9 @@ pub struct ServeArgs {
     pub anthropic_upstream: Option<String>,
 }
 
+// Parsed once per process: the size of the `build` variant's paths costs
+// nothing worth boxing them for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum KbCommand {
     /// Build kb.sqlite from the raw sources (offline unless --llm-base-url is given).
@@ -87,6 +90,9 @@ pub enum KbCommand {
         /// Developer-phrased task scenarios per CWE (JSON lines: cwe, lang, task).
         #[arg(long, default_value = crate::kb::DEFAULT_SCENARIOS)]
         scenarios: PathBuf,
+        /// Ordinary coding requests (JSON lines: lang, task), the scenario facet's counterweight.
+        #[arg(long, default_value = crate::kb::DEFAULT_ORDINARY)]
+        ordinary: PathBuf,
         /// Where to write the knowledge base.
         #[arg(long, default_value = "kb.sqlite")]
         out: PathBuf,
@@ -168,6 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
             sources,
             embeddings,
             scenarios,
+            ordinary,
             out,
             llm_base_url,
             llm_model,
@@ -198,6 +205,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 progress: !no_progress,
                 embeddings,
                 scenarios,
+                ordinary,
             })?;
             println!(
                 "built {}: {} CWEs ({} in scope), {} examples ({} sliced pairs, {:.1} -> {:.1} lines), \

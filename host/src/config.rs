@@ -334,6 +334,10 @@ pub struct RetrievalConfig {
     /// Scenario facet threshold: mean cosine similarity of the request to
     /// the CWE's closest developer scenarios.
     pub scenario_threshold: f64,
+    /// Augment only when the best CWE's scenario score exceeds the
+    /// request's score against ordinary coding tasks by more than this
+    /// (cosine difference; -2 turns the gate off).
+    pub ordinary_margin: f64,
     /// Reciprocal rank fusion constant: a facet adds weight / (rrf_k + rank).
     pub rrf_k: u32,
     /// Only a facet's first `rank_cut` candidates take part in the fusion.
@@ -356,8 +360,9 @@ impl Default for RetrievalConfig {
             mode: RetrievalMode::Fast,
             top_k: 4,
             lexical_threshold: 3.6,
-            semantic_threshold: 0.60,
-            scenario_threshold: 0.64,
+            semantic_threshold: 0.58,
+            scenario_threshold: 0.53,
+            ordinary_margin: -0.04,
             rrf_k: 60,
             rank_cut: 10,
             lexical_weight: 1.0,
@@ -530,6 +535,7 @@ impl Config {
             ("lexical_threshold", r.lexical_threshold),
             ("semantic_threshold", r.semantic_threshold),
             ("scenario_threshold", r.scenario_threshold),
+            ("ordinary_margin", r.ordinary_margin),
             ("lexical_weight", r.lexical_weight),
             ("semantic_weight", r.semantic_weight),
             ("scenario_weight", r.scenario_weight),

@@ -400,9 +400,15 @@ pub fn augment(
     }
     // A facet whose votes cannot count is not worth its hundreds of dot
     // products.
+    // The request's closeness to ordinary coding tasks, and to the best
+    // CWE's scenarios: the gate below.
+    let mut ordinary_gap = None;
     if let Some(blob) = query_blob.as_ref().filter(|_| params.scenario_weight > 0.0) {
-        let ranking = rank_scenarios(caps, blob, &view, &|id| in_policy(params, id))?;
-        scenario_facet(ranking, &mut candidates);
+        let scenarios = rank_scenarios(caps, blob, &view, &|id| in_policy(params, id))?;
+        if let (Some(ordinary), Some((_, best))) = (scenarios.ordinary, scenarios.ranking.first()) {
+            ordinary_gap = Some(best - ordinary);
+        }
+        scenario_facet(scenarios.ranking, &mut candidates);
     }
 
     let mut ranked: Vec<(f64, &Candidate)> = candidates
@@ -411,15 +417,20 @@ pub fn augment(
         .filter(|(score, _)| *score > 0.0)
         .collect();
     sort_fused(&mut ranked);
+    // A request that reads more like an ordinary coding task than like any
+    // weakness's scenarios is not augmented, whatever passed a threshold:
+    // the facets' thresholds alone must also keep such tasks out, and so
+    // sit higher than the security tasks need (EVAL.md).
+    let ordinary_like = ordinary_gap.is_some_and(|gap| gap <= params.ordinary_margin);
     let mut injected: Vec<(f64, &Candidate)> = candidates
         .iter()
         .map(|c| (c.fused(params, true), c))
-        .filter(|(score, _)| *score > 0.0)
+        .filter(|(score, _)| *score > 0.0 && !ordinary_like)
         .collect();
     sort_fused(&mut injected);
     injected.truncate(params.top_k as usize);
     caps.debug(&format!(
-        "{} terms, {} candidates, {} injected",
+        "{} terms, {} candidates, {} injected (best scenario minus ordinary: {ordinary_gap:?})",
         terms.len(),
         ranked.len(),
         injected.len()
@@ -650,16 +661,26 @@ fn rank_lexical(
     Ok(scores)
 }
 
-/// The scenario facet's candidates for the query vector (f32 bytes): every
-/// CWE the language and the policy admit that has scenarios, scored by the
-/// mean similarity of its SCENARIO_NEIGHBOURS closest ones, best first (ties
-/// to the lower id), at most FACET_CANDIDATES.
+/// The KB's scenario id of ordinary coding tasks (no weakness).
+const ORDINARY: i64 = 0;
+
+/// What the scenario facet found for one request.
+struct ScenarioScores {
+    /// Every CWE the language and the policy admit that has scenarios,
+    /// scored by the mean similarity of its SCENARIO_NEIGHBOURS closest
+    /// ones, best first (ties to the lower id), at most FACET_CANDIDATES.
+    ranking: Vec<(i64, f64)>,
+    /// The same score against the ordinary coding tasks, if the KB has them.
+    ordinary: Option<f64>,
+}
+
+/// The scenario facet for the query vector (f32 bytes).
 fn rank_scenarios(
     caps: &dyn Capabilities,
     query: &[u8],
     view: &LanguageView,
     in_policy: &dyn Fn(i64) -> bool,
-) -> Result<Vec<(i64, f64)>, PluginError> {
+) -> Result<ScenarioScores, PluginError> {
     let rows = caps
         .query(
             SCENARIO_SQL,
@@ -677,15 +698,21 @@ fn rank_scenarios(
         return Err(schema(&format!("unexpected row {row:?}")));
     };
     let mut ranked = Vec::new();
+    let mut ordinary = None;
     text::packed::for_each_posting(postings, |id, score| {
-        if view.admits(id) && in_policy(id) {
+        if id == ORDINARY {
+            ordinary = Some(score);
+        } else if view.admits(id) && in_policy(id) {
             ranked.push((id, score));
         }
     })
     .ok_or_else(|| schema("postings"))?;
     ranked.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
     ranked.truncate(FACET_CANDIDATES);
-    Ok(ranked)
+    Ok(ScenarioScores {
+        ranking: ranked,
+        ordinary,
+    })
 }
 
 /// Merges the scenario facet's ranking into the candidates.
@@ -1292,6 +1319,7 @@ mod tests {
             lexical_threshold: 3.0,
             semantic_threshold: 0.6,
             scenario_threshold: 0.6,
+            ordinary_margin: -2.0,
             rrf_k: 60,
             rank_cut: 10,
             lexical_weight: 1.0,
@@ -1536,6 +1564,46 @@ mod tests {
         let out = augment(&kb, &facets("fetch the page at the link"), &params()).unwrap();
         assert_eq!(ids(&out.candidates), ["CWE-79", "CWE-918"]);
         assert_eq!(out.candidates[0].scenario.unwrap().rank, 2);
+    }
+
+    #[test]
+    fn a_request_closer_to_ordinary_tasks_than_to_any_weakness_is_not_augmented() {
+        let kb = |ordinary: f64| FakeKb {
+            lexical: vec![lexical(89, 12.0)],
+            scenarios: vec![(0, ordinary), (89, 0.7), (79, 0.5)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.ordinary_margin = -0.05;
+        // Best scenario 0.7 against ordinary 0.8: a gap of -0.1, under the margin.
+        let out = augment(&kb(0.8), &facets(TASK), &p).unwrap();
+        assert!(out.augmentation.is_none());
+        assert_eq!(ids(&out.candidates)[0], "CWE-89", "the ranking stays");
+        assert!(
+            out.candidates.iter().all(|c| c.id != "CWE-0"),
+            "ordinary tasks are no candidate"
+        );
+        // Ordinary 0.72: a gap of -0.02, over the margin.
+        let a = augmented(&kb(0.72), &facets(TASK), &p);
+        assert_eq!(ids(&a.cwes)[0], "CWE-89");
+        // Without ordinary tasks in the KB there is no gate.
+        let mut without = kb(0.8);
+        without.scenarios.remove(0);
+        assert!(
+            augment(&without, &facets(TASK), &p)
+                .unwrap()
+                .augmentation
+                .is_some()
+        );
+        // The gate off (-2): augmented whatever the gap.
+        p.ordinary_margin = -2.0;
+        assert!(
+            augment(&kb(0.8), &facets(TASK), &p)
+                .unwrap()
+                .augmentation
+                .is_some()
+        );
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub(crate) struct KbContent {
     pub scenarios: Vec<ScenarioRow>,
 }
 
+/// The `scenario.cwe` of ordinary tasks (no weakness; no CWE has id 0).
+pub(crate) const ORDINARY_CWE: u32 = 0;
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ScenarioRow {
     pub cwe: u32,
@@ -469,6 +472,16 @@ fn collect(
             );
         }
     }
+    // Ordinary tasks are stored as the scenarios of "CWE-0": no weakness.
+    scenarios.extend(
+        sources::ordinary_tasks(&mut files, super::DEFAULT_ORDINARY, &opts.ordinary)?
+            .into_iter()
+            .map(|(language, task)| ScenarioRow {
+                cwe: ORDINARY_CWE,
+                language,
+                task,
+            }),
+    );
     progress.inc();
 
     // Code pairs: read, keep those of indexed CWEs, slice.

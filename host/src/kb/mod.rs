@@ -55,6 +55,8 @@ pub struct BuildOptions {
     pub embeddings: PathBuf,
     /// The developer-scenario file (`scenarios/developer-tasks.jsonl`).
     pub scenarios: PathBuf,
+    /// The ordinary-task file (`scenarios/ordinary-tasks.jsonl`).
+    pub ordinary: PathBuf,
 }
 
 /// The embedding model shipped in this source tree, relative to the
@@ -64,6 +66,10 @@ pub const DEFAULT_EMBEDDINGS: &str = "embeddings/m2v-minilm-256";
 /// The developer-phrased task scenarios shipped in this source tree,
 /// relative to the repository root (see scenarios/README.md).
 pub const DEFAULT_SCENARIOS: &str = "scenarios/developer-tasks.jsonl";
+
+/// Ordinary coding requests, the scenario facet's counterweight, relative
+/// to the repository root (see scenarios/README.md).
+pub const DEFAULT_ORDINARY: &str = "scenarios/ordinary-tasks.jsonl";
 
 impl BuildOptions {
     /// An offline build without progress bars, with the embedding model of
@@ -76,6 +82,7 @@ impl BuildOptions {
             progress: false,
             embeddings: source_tree_embeddings(),
             scenarios: source_tree_scenarios(),
+            ordinary: source_tree_ordinary(),
         }
     }
 }
@@ -92,6 +99,13 @@ pub fn source_tree_scenarios() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(DEFAULT_SCENARIOS)
+}
+
+/// The ordinary-task file of the source tree this crate was compiled from.
+pub fn source_tree_ordinary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_ORDINARY)
 }
 
 /// The back-end of cluster-then-summarize.
@@ -712,9 +726,16 @@ mod tests {
 "#,
         )
         .unwrap();
+        let ordinary = dir.path().join("ordinary.jsonl");
+        std::fs::write(
+            &ordinary,
+            "{\"lang\": \"rust\", \"task\": \"Sort the scores in descending order.\"}\n",
+        )
+        .unwrap();
         let out = dir.path().join("kb.sqlite");
         let options = BuildOptions {
             scenarios: scenarios.clone(),
+            ordinary: ordinary.clone(),
             ..BuildOptions::offline(sources.clone(), out.clone())
         };
         build(&options).unwrap();
@@ -729,19 +750,26 @@ mod tests {
         assert_eq!(
             rows,
             [
+                // Ordinary tasks are the scenarios of "CWE-0".
                 (
                     1,
+                    0,
+                    "rust".into(),
+                    "Sort the scores in descending order.".into()
+                ),
+                (
+                    2,
                     78,
                     "go".into(),
                     "Run the ping tool on the host the user typed.".into()
                 ),
                 (
-                    2,
+                    3,
                     89,
                     "python".into(),
                     "Look up the customer whose name the caller passes in.".into()
                 ),
-                (3, 89, "java".into(), "\u{1F980} \u{1F980}".into()),
+                (4, 89, "java".into(), "\u{1F980} \u{1F980}".into()),
             ]
         );
         // The index lists the scenarios with a vector (not the one no known
@@ -753,14 +781,17 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
-        assert_eq!(rescue_text::packed::read_ids(&ids).unwrap(), [78, 89]);
-        assert_eq!(scales.len(), 2 * 4);
-        assert_eq!(vectors.len(), 2 * crate::embed::DIM);
+        assert_eq!(rescue_text::packed::read_ids(&ids).unwrap(), [0, 78, 89]);
+        assert_eq!(scales.len(), 3 * 4);
+        assert_eq!(vectors.len(), 3 * crate::embed::DIM);
         let hashes: String = one(
             &conn,
             "SELECT value FROM kb_meta WHERE key = 'source_hashes'",
         );
-        assert!(hashes.contains(DEFAULT_SCENARIOS), "{hashes}");
+        assert!(
+            hashes.contains(DEFAULT_SCENARIOS) && hashes.contains(DEFAULT_ORDINARY),
+            "{hashes}"
+        );
         // The fixture catalog's Top 25 views put both weaknesses in scope.
         let reason: String = one(&conn, "SELECT scope_reason FROM cwe WHERE id = 78");
         assert!(reason.contains("top25-2019-2023"), "{reason}");
@@ -780,6 +811,13 @@ mod tests {
                 "{bad}: {message}"
             );
         }
+        std::fs::write(&scenarios, "").unwrap();
+        std::fs::write(&ordinary, "{\"lang\": \"rust\"}\n").unwrap();
+        let message = build(&options).unwrap_err().to_string();
+        assert!(
+            message.contains("ordinary.jsonl") && message.contains("line 1"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -791,6 +829,7 @@ mod tests {
         let options = |out: &str| BuildOptions {
             embeddings: source_tree_embeddings(),
             scenarios: source_tree_scenarios(),
+            ordinary: source_tree_ordinary(),
             sources: sources.clone(),
             out: dir.path().join(out),
             summarizer: SummarizerChoice::Llm(LlmConfig {

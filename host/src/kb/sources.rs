@@ -262,6 +262,43 @@ pub fn developer_scenarios(
     Ok(scenarios)
 }
 
+/// One line of the ordinary-task file (`scenarios/ordinary-tasks.jsonl`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrdinaryRecord {
+    lang: String,
+    task: String,
+}
+
+/// Ordinary coding requests in which no weakness is a natural risk, as
+/// (language, task), in file order: the scenario facet's counterweight
+/// (scenarios/README.md). Malformed lines are errors, as in
+/// [`developer_scenarios`].
+pub fn ordinary_tasks(
+    files: &mut SourceFiles,
+    label: &str,
+    path: &Path,
+) -> Result<Vec<(String, String)>> {
+    let text = files.read_outside(label, path)?;
+    let mut tasks = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: String| Error::KbSource {
+            path: path.to_owned(),
+            message: format!("line {}: {message}", n + 1),
+        };
+        let record: OrdinaryRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let task = record.task.split_whitespace().collect::<Vec<_>>().join(" ");
+        if task.is_empty() || record.lang.trim().is_empty() {
+            return Err(bad("empty task or language".into()));
+        }
+        tasks.push((record.lang.trim().to_owned(), task));
+    }
+    Ok(tasks)
+}
+
 /// Every CWE labelled in the SVEN pair files of both splits.
 pub fn sven_cwes(files: &mut SourceFiles) -> Result<BTreeSet<u32>> {
     let mut cwes = BTreeSet::new();

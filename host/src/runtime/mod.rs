@@ -57,6 +57,7 @@ impl RetrievalParams {
             lexical_threshold: config.lexical_threshold,
             semantic_threshold: config.semantic_threshold,
             scenario_threshold: config.scenario_threshold,
+            ordinary_margin: config.ordinary_margin,
             rrf_k: config.rrf_k,
             rank_cut: config.rank_cut,
             lexical_weight: config.lexical_weight,
@@ -749,7 +750,7 @@ mod tests {
   (export $facets-e "request-facets" (type $facets))
   (type $mode (enum "fast" "full"))
   (export $mode-e "mode" (type $mode))
-  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
+  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "ordinary-margin" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
   (export $params-e "retrieval-params" (type $params))
   (type $fs (record (field "score" float64) (field "rank" u32)))
   (export $fs-e "facet-score" (type $fs))
