@@ -210,8 +210,11 @@ pub fn should_augment(policy: AugmentPolicy, facets: &RequestFacets) -> bool {
     }
 }
 
-/// Code in the conversation, a named programming language, or a coding verb
-/// together with a coding noun.
+/// Code in the conversation, or two of three signals: a coding verb, a
+/// coding noun, a named programming language. Developers often leave the
+/// verb out ("Flask endpoint in Python that resizes an uploaded image"):
+/// requiring it let through about half of the held-out security requests
+/// (EVAL.md).
 pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
     if !facets.code_blocks.is_empty() {
         return true;
@@ -223,8 +226,12 @@ pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
         .map(str::to_ascii_lowercase)
         .collect();
     let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
-    let verb = has(CODING_VERBS);
-    verb && (facets.language.is_some() || has(CODING_NOUNS))
+    let signals = [
+        has(CODING_VERBS),
+        has(CODING_NOUNS),
+        facets.language.is_some(),
+    ];
+    signals.iter().filter(|s| **s).count() >= 2
 }
 
 #[cfg(test)]
@@ -384,6 +391,8 @@ allow_opt_out = true
             "Generate C code for the following: copy a string into a buffer",
             "implement a login handler",
             "```python\nprint(1)\n```",
+            "Flask endpoint in Python that resizes the image the user uploads",
+            "A Go handler that returns the order whose id is in the URL",
         ] {
             assert!(looks_like_code_generation(&extract(task, &[])), "{task}");
         }
@@ -395,6 +404,8 @@ allow_opt_out = true
             "What is the capital of France?",
             "Write a poem about autumn",
             "Summarise this article for me",
+            "What is a database?",
+            "Is Python older than Java?",
         ] {
             assert!(!looks_like_code_generation(&extract(task, &[])), "{task}");
         }
