@@ -59,7 +59,7 @@ pub struct QueryLimits {
 }
 
 /// Upper bound on the memory map of the knowledge base (the shipped file is
-/// 15 MB).
+/// 16 MB).
 const MMAP_BYTES: i64 = 256 << 20;
 
 /// The progress handler fires every this many SQLite VM instructions.
