@@ -65,11 +65,15 @@ pub fn language_named_in(text: &str) -> Option<Lang> {
     for word in &words {
         let lower = word.to_ascii_lowercase();
         let lang = match lower.as_str() {
-            "python" | "python3" | "django" | "flask" => Some(Lang::Python),
+            // Frameworks only where the name means nothing else in prose
+            // ("node", "react" or "angular" do).
+            "python" | "python3" | "django" | "flask" | "fastapi" | "pytest" | "numpy"
+            | "pandas" => Some(Lang::Python),
             "c++" | "cpp" => Some(Lang::Cpp),
-            "javascript" | "js" | "node.js" | "nodejs" | "express" => Some(Lang::JavaScript),
+            "javascript" | "js" | "node.js" | "nodejs" | "express" | "typescript" | "next.js"
+            | "nextjs" | "nestjs" => Some(Lang::JavaScript),
             "golang" => Some(Lang::Go),
-            "java" => Some(Lang::Java),
+            "java" | "servlet" | "jax-rs" => Some(Lang::Java),
             _ if *word == "C" => Some(Lang::C),
             _ if *word == "Go" => Some(Lang::Go),
             _ => None,
@@ -202,6 +206,18 @@ mod tests {
         );
         assert_eq!(language_named_in("Implement this in Go."), Some(Lang::Go));
         assert_eq!(language_named_in("let's go to the shop and see a c"), None);
+        assert_eq!(
+            language_named_in("A FastAPI route that returns the report"),
+            Some(Lang::Python)
+        );
+        assert_eq!(
+            language_named_in("a TypeScript handler for the upload"),
+            Some(Lang::JavaScript)
+        );
+        assert_eq!(
+            language_named_in("insert a node into the tree and react to the change"),
+            None
+        );
     }
 
     #[test]
