@@ -661,9 +661,6 @@ fn rank_lexical(
     Ok(scores)
 }
 
-/// The KB's scenario id of ordinary coding tasks (no weakness).
-const ORDINARY: i64 = 0;
-
 /// What the scenario facet found for one request.
 struct ScenarioScores {
     /// Every CWE the language and the policy admit that has scenarios,
@@ -700,7 +697,7 @@ fn rank_scenarios(
     let mut ranked = Vec::new();
     let mut ordinary = None;
     text::packed::for_each_posting(postings, |id, score| {
-        if id == ORDINARY {
+        if id == i64::from(text::packed::ORDINARY_TASKS) {
             ordinary = Some(score);
         } else if view.admits(id) && in_policy(id) {
             ranked.push((id, score));
@@ -722,15 +719,23 @@ fn scenario_facet(ranking: Vec<(i64, f64)>, candidates: &mut Vec<Candidate>) {
             score,
             rank: rank as u32 + 1,
         });
-        match candidates.iter_mut().find(|c| c.id == id) {
-            Some(c) => c.scenario = score,
-            None => candidates.push(Candidate {
+        candidate(candidates, id).scenario = score;
+    }
+}
+
+/// The candidate for CWE `id`, added without facet scores if it is new.
+fn candidate(candidates: &mut Vec<Candidate>, id: i64) -> &mut Candidate {
+    match candidates.iter().position(|c| c.id == id) {
+        Some(at) => &mut candidates[at],
+        None => {
+            candidates.push(Candidate {
                 id,
                 lexical: None,
                 semantic: None,
-                scenario: score,
+                scenario: None,
                 via: None,
-            }),
+            });
+            candidates.last_mut().expect("just pushed")
         }
     }
 }
@@ -831,19 +836,9 @@ fn semantic_facet(
                 score: similarity,
                 rank,
             });
-            match candidates.iter_mut().find(|c| c.id == cwe) {
-                Some(c) => {
-                    c.semantic = score;
-                    c.via = via;
-                }
-                None => candidates.push(Candidate {
-                    id: cwe,
-                    lexical: None,
-                    semantic: score,
-                    scenario: None,
-                    via,
-                }),
-            }
+            let c = candidate(candidates, cwe);
+            c.semantic = score;
+            c.via = via;
         }
         if rank >= params.rank_cut {
             break;
