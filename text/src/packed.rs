@@ -9,6 +9,10 @@
 /// the fewest tokens.
 pub const EXAMPLE_POOL_SIZE: usize = 32;
 
+/// The id under which the KB stores ordinary coding tasks (no weakness; no
+/// CWE has id 0) among the scenarios, and the scenario facet reads them.
+pub const ORDINARY_TASKS: u32 = 0;
+
 /// Bytes of one CWE id (u32).
 const ID: usize = 4;
 /// Bytes of one posting: CWE id (u32) and score (f64).

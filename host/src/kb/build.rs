@@ -76,9 +76,6 @@ pub(crate) struct KbContent {
     pub scenarios: Vec<ScenarioRow>,
 }
 
-/// The `scenario.cwe` of ordinary tasks (no weakness; no CWE has id 0).
-pub(crate) const ORDINARY_CWE: u32 = 0;
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ScenarioRow {
     pub cwe: u32,
@@ -477,7 +474,7 @@ fn collect(
         sources::ordinary_tasks(&mut files, super::DEFAULT_ORDINARY, &opts.ordinary)?
             .into_iter()
             .map(|(language, task)| ScenarioRow {
-                cwe: ORDINARY_CWE,
+                cwe: rescue_text::packed::ORDINARY_TASKS,
                 language,
                 task,
             }),
