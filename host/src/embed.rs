@@ -561,7 +561,7 @@ pub fn dot_le_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
 }
 
 /// The f32 values of little-endian bytes (whole values only).
-fn f32_values(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn f32_values(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))

@@ -483,10 +483,7 @@ impl ScenarioIndex {
         let cwes = rescue_text::packed::read_ids(&cwes)
             .filter(|ids| ids.is_sorted())
             .ok_or("scenario index: the CWE ids are not ascending packed ids")?;
-        let scales: Vec<f32> = scales
-            .chunks_exact(4)
-            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-            .collect();
+        let scales = embed::f32_values(&scales);
         let dims = embed::DIM;
         if vectors.len() != scales.len() * dims || cwes.len() != scales.len() {
             return Err(format!(
@@ -513,11 +510,7 @@ impl ScenarioIndex {
         if query.len() != 4 * self.dims {
             return None;
         }
-        let query: Vec<f32> = query
-            .chunks_exact(4)
-            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-            .collect();
-        let (query, query_scale) = embed::quantize_i8(&query);
+        let (query, query_scale) = embed::quantize_i8(&embed::f32_values(query));
         let dots = embed::dot_rows_i8(&self.vectors, &query);
         let similarity =
             |i: usize| f64::from(dots[i]) * f64::from(query_scale) * f64::from(self.scales[i]);
@@ -630,6 +623,17 @@ fn from_sqlite(value: ValueRef<'_>) -> SqlValue {
 mod tests {
     use super::*;
 
+    /// An unverified reader over `path` with the tests' small limits.
+    fn test_reader(path: &Path) -> KbReader {
+        KbReader::new(
+            path,
+            QueryLimits {
+                max_steps: 1000,
+                max_rows: 100,
+            },
+        )
+    }
+
     fn fixture() -> (tempfile::TempDir, KbReader) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kb.sqlite");
@@ -641,13 +645,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let reader = KbReader::new(
-            &path,
-            QueryLimits {
-                max_steps: 1000,
-                max_rows: 100,
-            },
-        );
+        let reader = test_reader(&path);
         (dir, reader)
     }
 
@@ -675,13 +673,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let reader = KbReader::new(
-            &path,
-            QueryLimits {
-                max_steps: 1000,
-                max_rows: 100,
-            },
-        );
+        let reader = test_reader(&path);
         (dir, reader)
     }
 
