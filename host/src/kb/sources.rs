@@ -229,39 +229,6 @@ struct ScenarioRecord {
     task: String,
 }
 
-/// The developer-phrased task scenarios per CWE (scenarios/README.md): what
-/// a request looks like when the weakness is a natural risk of the code it
-/// asks for, as (language, task). In file order per CWE (the build is
-/// deterministic because the file is); blank lines skipped, anything else
-/// malformed is an error.
-pub fn developer_scenarios(
-    files: &mut SourceFiles,
-    label: &str,
-    path: &Path,
-) -> Result<BTreeMap<u32, Vec<(String, String)>>> {
-    let text = files.read_outside(label, path)?;
-    let mut scenarios: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |message: String| Error::KbSource {
-            path: path.to_owned(),
-            message: format!("line {}: {message}", n + 1),
-        };
-        let record: ScenarioRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let task = record.task.split_whitespace().collect::<Vec<_>>().join(" ");
-        if task.is_empty() || record.lang.trim().is_empty() {
-            return Err(bad(format!("CWE-{}: empty task or language", record.cwe)));
-        }
-        scenarios
-            .entry(record.cwe)
-            .or_default()
-            .push((record.lang.trim().to_owned(), task));
-    }
-    Ok(scenarios)
-}
-
 /// One line of the ordinary-task file (`scenarios/ordinary-tasks.jsonl`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,17 +237,52 @@ struct OrdinaryRecord {
     task: String,
 }
 
+/// The developer-phrased task scenarios per CWE (scenarios/README.md): what
+/// a request looks like when the weakness is a natural risk of the code it
+/// asks for, as (language, task). In file order per CWE (the build is
+/// deterministic because the file is).
+pub fn developer_scenarios(
+    files: &mut SourceFiles,
+    label: &str,
+    path: &Path,
+) -> Result<BTreeMap<u32, Vec<(String, String)>>> {
+    let mut scenarios: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+    for (cwe, lang, task) in task_lines(files, label, path, |r: ScenarioRecord| {
+        (r.cwe, r.lang, r.task)
+    })? {
+        scenarios.entry(cwe).or_default().push((lang, task));
+    }
+    Ok(scenarios)
+}
+
 /// Ordinary coding requests in which no weakness is a natural risk, as
 /// (language, task), in file order: the scenario facet's counterweight
-/// (scenarios/README.md). Malformed lines are errors, as in
-/// [`developer_scenarios`].
+/// (scenarios/README.md).
 pub fn ordinary_tasks(
     files: &mut SourceFiles,
     label: &str,
     path: &Path,
 ) -> Result<Vec<(String, String)>> {
+    Ok(
+        task_lines(files, label, path, |r: OrdinaryRecord| ((), r.lang, r.task))?
+            .into_iter()
+            .map(|((), lang, task)| (lang, task))
+            .collect(),
+    )
+}
+
+/// The records of a task file of JSON lines, each split by `parts` into a
+/// key, a language and a task, in file order: blank lines skipped, the task's
+/// whitespace collapsed, the language trimmed; a line that is not a record,
+/// or has an empty task or language, is an error naming the line.
+fn task_lines<R: serde::de::DeserializeOwned, K>(
+    files: &mut SourceFiles,
+    label: &str,
+    path: &Path,
+    parts: impl Fn(R) -> (K, String, String),
+) -> Result<Vec<(K, String, String)>> {
     let text = files.read_outside(label, path)?;
-    let mut tasks = Vec::new();
+    let mut lines = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -289,14 +291,16 @@ pub fn ordinary_tasks(
             path: path.to_owned(),
             message: format!("line {}: {message}", n + 1),
         };
-        let record: OrdinaryRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let task = record.task.split_whitespace().collect::<Vec<_>>().join(" ");
-        if task.is_empty() || record.lang.trim().is_empty() {
+        let record: R = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let (key, lang, task) = parts(record);
+        let task = task.split_whitespace().collect::<Vec<_>>().join(" ");
+        let lang = lang.trim().to_owned();
+        if task.is_empty() || lang.is_empty() {
             return Err(bad("empty task or language".into()));
         }
-        tasks.push((record.lang.trim().to_owned(), task));
+        lines.push((key, lang, task));
     }
-    Ok(tasks)
+    Ok(lines)
 }
 
 /// Every CWE labelled in the SVEN pair files of both splits.
