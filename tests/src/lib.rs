@@ -245,6 +245,8 @@ pub struct Proxy {
     child: KillOnDrop,
     logs: Arc<Mutex<String>>,
     _config: tempfile::NamedTempFile,
+    /// The process's TMPDIR, private to it (removed after it is killed).
+    temp_dir: tempfile::TempDir,
 }
 
 impl Proxy {
@@ -285,6 +287,10 @@ impl Proxy {
         let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::io::Write::write_all(config.as_file_mut(), extra_toml.as_bytes()).unwrap();
         let cache = repo_root().join("target").join("test-plugin-cache");
+        let temp_dir = tempfile::Builder::new()
+            .prefix("rescue-test-tmp-")
+            .tempdir()
+            .unwrap();
         let mut child = KillOnDrop(
             Command::new(rescue_bin())
                 .arg("serve")
@@ -301,6 +307,7 @@ impl Proxy {
                 .arg(kb)
                 .env("XDG_CACHE_HOME", cache)
                 .env("RESCUE_LOG", "info")
+                .env("TMPDIR", temp_dir.path())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -338,6 +345,7 @@ impl Proxy {
                     child,
                     logs,
                     _config: config,
+                    temp_dir,
                 });
             }
         }
@@ -374,6 +382,17 @@ impl Proxy {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// The process's private TMPDIR.
+    pub fn temp_dir(&self) -> &Path {
+        self.temp_dir.path()
+    }
+
+    /// Kills the process (SIGKILL: no clean-up of its own runs) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 
     /// The process id, to send signals.

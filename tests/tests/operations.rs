@@ -360,3 +360,33 @@ async fn sighup_reloads() {
     assert!(status.success());
     wait_until_injected(&proxy, &upstream, "MARKER-V3", "SIGHUP did not reload").await;
 }
+
+#[tokio::test]
+async fn a_killed_proxy_leaves_nothing_in_its_temp_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockUpstream::json(completion()).await;
+    let (mut proxy, live) =
+        proxy_on_a_copy(dir.path(), &upstream, "[server]\nreload_poll_ms = 100\n");
+    // Serve from the first KB, then from a reloaded one.
+    assert!(!injected_text(&proxy, &upstream).await.is_empty());
+    std::fs::rename(
+        variant_kb(dir.path(), "v4.sqlite", "MARKER-V4", true),
+        &live,
+    )
+    .unwrap();
+    wait_until_injected(
+        &proxy,
+        &upstream,
+        "MARKER-V4",
+        "the new KB was not picked up",
+    )
+    .await;
+
+    // SIGKILL, as an orchestrator does after its grace period, or the OOM killer.
+    proxy.kill();
+    let left: Vec<_> = std::fs::read_dir(proxy.temp_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

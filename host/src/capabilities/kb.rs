@@ -70,16 +70,91 @@ pub const STEP_GRANULARITY: i32 = 1000;
 static NEXT_GENERATION: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
-    static CONNECTION: RefCell<Option<(usize, Connection, Arc<AtomicU64>)>> = const { RefCell::new(None) };
+    static CONNECTION: RefCell<Option<(usize, ImageConnection, Arc<AtomicU64>)>> = const { RefCell::new(None) };
+}
+
+/// A knowledge-base file's bytes, read once and served from memory.
+///
+/// Serving the file itself would let a file swapped in later, verified or
+/// not, reach the connections that threads open lazily; a private copy on
+/// disk was removed only by a clean exit, so every killed proxy left 16 MB
+/// in the temp directory. The image is what was verified, needs no writable
+/// directory, and every connection reads the same pages without copying them.
+#[derive(Debug)]
+struct KbImage {
+    /// The file's bytes in 8-byte words: SQLite reads pages in place.
+    words: Box<[u64]>,
+    len: usize,
+}
+
+impl KbImage {
+    fn read(path: &Path) -> std::io::Result<Self> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| std::io::Error::other("file larger than the address space"))?;
+        let mut words = vec![0u64; len.div_ceil(8)].into_boxed_slice();
+        // SAFETY: `words` holds at least `len` initialised bytes, and any bytes
+        // are valid for both u8 and u64.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
+        file.read_exact(bytes)?;
+        Ok(Self { words, len })
+    }
+
+    /// A connection whose main database is this image, read-only.
+    fn connect(self: &Arc<Self>, flags: OpenFlags) -> rusqlite::Result<ImageConnection> {
+        let conn = Connection::open_with_flags(":memory:", flags)?;
+        let len = i64::try_from(self.len).expect("a file length fits in i64");
+        // SAFETY: SQLite borrows the buffer: READONLY means it never writes to
+        // it and, without FREEONCLOSE, never frees it. The returned
+        // connection owns an `Arc` of the image and is closed before
+        // dropping it (field order), so the buffer outlives every use.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_deserialize(
+                conn.handle(),
+                c"main".as_ptr(),
+                self.words.as_ptr().cast::<u8>().cast_mut(),
+                len,
+                len,
+                rusqlite::ffi::SQLITE_DESERIALIZE_READONLY,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rc),
+                Some("loading the knowledge base image".into()),
+            ));
+        }
+        Ok(ImageConnection {
+            conn,
+            _image: Arc::clone(self),
+        })
+    }
+}
+
+/// A connection over a [`KbImage`], keeping the image alive.
+struct ImageConnection {
+    // Declared first: closed before the image it reads is released.
+    conn: Connection,
+    _image: Arc<KbImage>,
+}
+
+impl std::ops::Deref for ImageConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 /// A knowledge-base file that plugin queries run against.
 #[derive(Debug)]
 pub struct KbReader {
-    /// The file connections open: for a verified reader, the private snapshot.
-    served: PathBuf,
-    /// The file as configured, for messages.
+    /// The knowledge base as configured.
     source: PathBuf,
+    /// What connections serve; `Err` for an unverified reader over a file
+    /// that could not be read (its queries then fail with the reason).
+    image: Result<Arc<KbImage>, String>,
+    /// Replaces a thread's cached connection when the KB is swapped.
     generation: usize,
     limits: QueryLimits,
     /// Plugin queries run and the time they took, for the metrics.
@@ -93,35 +168,40 @@ pub struct KbReader {
     /// unverified reader over a file without one (`scenario_scores` is then
     /// an error).
     scenarios: Option<Arc<ScenarioIndex>>,
-    /// Holds the private snapshot of a verified KB; removed with the reader.
-    _snapshot: Option<tempfile::TempDir>,
 }
 
 impl KbReader {
     /// A reader over any SQLite file, unverified (for tests and tools).
     pub fn new(path: &Path, limits: QueryLimits) -> Self {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok();
-        let embedder = conn
+        let image = KbImage::read(path)
+            .map(Arc::new)
+            .map_err(|e| format!("reading {}: {e}", path.display()));
+        let conn = image
             .as_ref()
+            .ok()
+            .and_then(|image| image.connect(OpenFlags::SQLITE_OPEN_READ_ONLY).ok());
+        let embedder = conn
+            .as_deref()
             .and_then(|conn| load_embedder(conn).ok())
             .map(Arc::new);
         let scenarios = conn
-            .as_ref()
+            .as_deref()
             .and_then(|conn| ScenarioIndex::load(conn).ok())
             .map(Arc::new);
-        Self::serving(path, limits, embedder, scenarios)
+        Self::serving(path, image, limits, embedder, scenarios)
     }
 
-    /// A reader serving `served`, with no verification record.
+    /// A reader serving `image`, with no verification record.
     fn serving(
-        served: &Path,
+        source: &Path,
+        image: Result<Arc<KbImage>, String>,
         limits: QueryLimits,
         embedder: Option<Arc<Embedder>>,
         scenarios: Option<Arc<ScenarioIndex>>,
     ) -> Self {
         Self {
-            served: served.to_path_buf(),
-            source: served.to_path_buf(),
+            source: source.to_path_buf(),
+            image,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             limits,
             queries: AtomicU64::new(0),
@@ -129,17 +209,14 @@ impl KbReader {
             info: None,
             embedder,
             scenarios,
-            _snapshot: None,
         }
     }
 
     /// A reader over a knowledge base whose schema version and content hash
     /// check out (see `kb::verify`); the only way the server makes one.
     ///
-    /// The file is first copied into a private directory and the copy is
-    /// verified and served. Connections are opened lazily, per thread, so
-    /// serving from the configured path would let a file swapped in later,
-    /// verified or not, reach new threads; the snapshot is what was verified.
+    /// The file is read into memory once; that image is verified and served,
+    /// so what was verified is what every connection reads.
     pub fn verified(path: &Path, limits: QueryLimits) -> crate::Result<Self> {
         if !path.exists() {
             return Err(crate::Error::KbInvalid {
@@ -147,17 +224,12 @@ impl KbReader {
                 message: "file not found (build it with `rescue kb build`, or pass --kb)".into(),
             });
         }
-        let io = |source| crate::Error::Io {
+        let image = Arc::new(KbImage::read(path).map_err(|source| crate::Error::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("rescue-kb-")
-            .tempdir()
-            .map_err(io)?;
-        let snapshot = dir.path().join("kb.sqlite");
-        std::fs::copy(path, &snapshot).map_err(io)?;
-        let conn = Connection::open_with_flags(&snapshot, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        })?);
+        let conn = image
+            .connect(OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|source| crate::Error::Sqlite {
                 path: path.to_path_buf(),
                 source,
@@ -174,11 +246,9 @@ impl KbReader {
         drop(conn);
         Ok(Self {
             info: Some(info),
-            source: path.to_path_buf(),
-            _snapshot: Some(dir),
-            // Loaded once, above: not again from the snapshot by `new`.
             ..Self::serving(
-                &snapshot,
+                path,
+                Ok(image),
                 limits,
                 Some(Arc::new(embedder)),
                 Some(Arc::new(scenarios)),
@@ -205,29 +275,24 @@ impl KbReader {
         }
     }
 
-    /// The knowledge base as configured (not the private snapshot).
+    /// The knowledge base as configured.
     pub fn path(&self) -> &Path {
         &self.source
     }
 
     /// Opens a connection the plugin can use: read-only, no attached databases,
     /// reads only.
-    pub fn open_sandboxed(
-        path: &Path,
+    fn open_sandboxed(
+        image: &Arc<KbImage>,
         scenarios: Option<Arc<ScenarioIndex>>,
-    ) -> rusqlite::Result<(Connection, Arc<AtomicU64>)> {
-        // The served file is a private snapshot that nothing writes or
-        // truncates, so SQLite may treat it as immutable: no file locks and
-        // no journal checks per statement (measured: ~14 fcntl and ~16
+    ) -> rusqlite::Result<(ImageConnection, Arc<AtomicU64>)> {
+        // An in-memory image has no file locks or journal to check per
+        // statement (a file needed `immutable=1` for that: ~14 fcntl and ~16
         // fstat calls per augmented request without it).
-        let conn = Connection::open_with_flags(
-            immutable_uri(path),
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        // Pages are read straight from a memory map instead of copied into
-        // each connection's cache; the snapshot keeps the map valid too.
+        let conn =
+            image.connect(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        // Pages are fetched in place from the image instead of copied into
+        // each connection's page cache.
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 16 * 1024 * 1024)?;
@@ -309,7 +374,10 @@ impl KbReader {
         CONNECTION.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.as_ref().map(|(g, _, _)| *g) != Some(self.generation) {
-                let (conn, steps) = Self::open_sandboxed(&self.served, self.scenarios.clone())
+                let image = self.image.as_ref().map_err(|reason| {
+                    QueryError::Failed(format!("opening knowledge base: {reason}"))
+                })?;
+                let (conn, steps) = Self::open_sandboxed(image, self.scenarios.clone())
                     .map_err(|e| QueryError::Failed(format!("opening knowledge base: {e}")))?;
                 *slot = Some((self.generation, conn, steps));
             }
@@ -371,21 +439,6 @@ fn register_blob_function<T: rusqlite::ToSql + 'static>(
             )),
         },
     )
-}
-
-/// `path` as an SQLite URI that opens it immutable: bytes outside the
-/// unreserved set are percent-encoded, so no path can add URI parameters.
-fn immutable_uri(path: &Path) -> String {
-    let mut uri = String::from("file:");
-    for &byte in path.as_os_str().as_encoded_bytes() {
-        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
-            uri.push(char::from(byte));
-        } else {
-            uri.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    uri.push_str("?immutable=1");
-    uri
 }
 
 /// `vector_scores(vectors, query)`: the dot product of the f32 `query` with
@@ -922,27 +975,42 @@ mod tests {
     }
 
     #[test]
-    fn knowledge_bases_open_immutable_whatever_their_path() {
-        assert_eq!(
-            immutable_uri(Path::new("/srv/kb 1/a?b#c%.sqlite")),
-            "file:/srv/kb%201/a%3Fb%23c%25.sqlite?immutable=1"
-        );
+    fn readers_serve_the_file_as_read_whatever_happens_to_it_later() {
         let dir = tempfile::tempdir().unwrap();
+        // A name that would be URI syntax if it ever reached SQLite.
         let odd = dir.path().join("k b?mode=rwc#x.sqlite");
         Connection::open(&odd)
             .unwrap()
             .execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (42);")
             .unwrap();
-        let kb = KbReader::new(
-            &odd,
-            QueryLimits {
-                max_steps: 1000,
-                max_rows: 10,
-            },
-        );
+        let kb = test_reader(&odd);
         assert_eq!(
             kb.query("SELECT a FROM t", &[]).unwrap(),
             vec![vec![SqlValue::Integer(42)]]
         );
+        // Swapped for another file: threads that connect afterwards still
+        // see the original.
+        std::fs::remove_file(&odd).unwrap();
+        Connection::open(&odd)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let later = std::thread::scope(|scope| {
+            scope
+                .spawn(|| kb.query("SELECT a FROM t", &[]).unwrap())
+                .join()
+                .unwrap()
+        });
+        assert_eq!(later, vec![vec![SqlValue::Integer(42)]]);
+    }
+
+    #[test]
+    fn an_unreadable_file_fails_its_queries_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let kb = test_reader(&dir.path().join("missing.sqlite"));
+        let Err(QueryError::Failed(message)) = kb.query("SELECT 1", &[]) else {
+            panic!("a query over a missing file ran");
+        };
+        assert!(message.contains("missing.sqlite"), "{message}");
     }
 }
