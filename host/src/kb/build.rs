@@ -41,6 +41,7 @@ pub const MIN_API_EXAMPLES: u32 = 2;
 enum ScopeReason {
     Top25,
     Top25Past,
+    OwaspTop10,
     SafeCoder,
     Sven,
     CodeShield,
@@ -51,6 +52,7 @@ impl ScopeReason {
         match self {
             Self::Top25 => "top25-2024",
             Self::Top25Past => "top25-2019-2023",
+            Self::OwaspTop10 => "owasp-top10-2021",
             Self::SafeCoder => "safecoder",
             Self::Sven => "sven",
             Self::CodeShield => "codeshield",
@@ -417,6 +419,18 @@ fn collect(
             })?;
         add(&mut members.iter().copied(), ScopeReason::Top25Past);
     }
+    if opts.owasp_top10 {
+        let owasp = catalog
+            .view_weaknesses(sources::OWASP_TOP10_2021_VIEW)
+            .ok_or_else(|| Error::KbSource {
+                path: xml_path.clone(),
+                message: format!(
+                    "the catalog has no view {} (the OWASP Top Ten 2021)",
+                    sources::OWASP_TOP10_2021_VIEW
+                ),
+            })?;
+        add(&mut owasp.into_iter(), ScopeReason::OwaspTop10);
+    }
     add(
         &mut sources::safecoder_cwes(&mut files)?.into_iter(),
         ScopeReason::SafeCoder,
@@ -453,6 +467,8 @@ fn collect(
     // the scores of non-security tasks more than those of security ones
     // (EVAL.md).
     let mut scenarios = Vec::new();
+    // The file also holds the scenarios of the opt-in scope (`--owasp-top10`).
+    let mut skipped = Vec::new();
     for (id, list) in
         sources::developer_scenarios(&mut files, super::DEFAULT_SCENARIOS, &opts.scenarios)?
     {
@@ -463,11 +479,15 @@ fn collect(
                 task,
             }));
         } else {
-            tracing::warn!(
-                cwe = id,
-                "scenarios of CWE-{id}, which is not in scope, skipped"
-            );
+            skipped.push(id);
         }
+    }
+    if !skipped.is_empty() {
+        tracing::info!(
+            cwes = skipped.len(),
+            first = skipped[0],
+            "scenarios of weaknesses outside the scope skipped"
+        );
     }
     // Ordinary tasks are stored as the scenarios of "CWE-0": no weakness.
     scenarios.extend(

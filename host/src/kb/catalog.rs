@@ -45,6 +45,9 @@ pub struct Catalog {
     /// The direct members (`Members/Has_Member`) of every view, by view id:
     /// how the catalog publishes lists such as each year's Top 25.
     pub view_members: BTreeMap<u32, BTreeSet<u32>>,
+    /// The members (`Relationships/Has_Member`) of every category, by
+    /// category id: how a view such as the OWASP Top Ten groups weaknesses.
+    pub category_members: BTreeMap<u32, BTreeSet<u32>>,
 }
 
 #[derive(Debug)]
@@ -83,6 +86,26 @@ pub struct GoodExample {
 }
 
 impl Catalog {
+    /// The weaknesses a view lists, directly or through its categories (one
+    /// level, as the OWASP Top Ten views group them); deprecated entries and
+    /// nested categories are left out. `None` when the catalog has no such
+    /// view.
+    pub fn view_weaknesses(&self, view: u32) -> Option<BTreeSet<u32>> {
+        let members = self.view_members.get(&view)?;
+        let direct = members.iter();
+        let grouped = members
+            .iter()
+            .filter_map(|id| self.category_members.get(id))
+            .flatten();
+        Some(
+            direct
+                .chain(grouped)
+                .copied()
+                .filter(|id| self.weaknesses.contains_key(id))
+                .collect(),
+        )
+    }
+
     /// Parses the catalog text; `path` only labels errors.
     pub fn parse(xml: &str, path: &Path) -> Result<Self> {
         let source_error = |message: String| Error::KbSource {
@@ -110,6 +133,7 @@ impl Catalog {
             deprecated: BTreeSet::new(),
             non_weaknesses: BTreeSet::new(),
             view_members: BTreeMap::new(),
+            category_members: BTreeMap::new(),
         };
         for section in cwe_children(root) {
             match section.tag_name().name() {
@@ -132,23 +156,30 @@ impl Catalog {
                     for node in cwe_children(section) {
                         let id = node_id(node).map_err(&source_error)?;
                         catalog.non_weaknesses.insert(id);
-                        if node.tag_name().name() == "View" {
-                            let members = cwe_child(node, "Members")
-                                .into_iter()
-                                .flat_map(cwe_children)
-                                .filter(|m| m.tag_name().name() == "Has_Member")
-                                .map(|m| {
-                                    m.attribute("CWE_ID")
-                                        .and_then(|raw| raw.parse().ok())
-                                        .ok_or_else(|| {
-                                            source_error(format!(
-                                                "view {id}: Has_Member without a numeric CWE_ID (line {})",
-                                                line_of(m)
-                                            ))
-                                        })
-                                })
-                                .collect::<Result<BTreeSet<u32>>>()?;
+                        let (list, kind) = match node.tag_name().name() {
+                            "View" => ("Members", "view"),
+                            "Category" => ("Relationships", "category"),
+                            _ => continue,
+                        };
+                        let members = cwe_child(node, list)
+                            .into_iter()
+                            .flat_map(cwe_children)
+                            .filter(|m| m.tag_name().name() == "Has_Member")
+                            .map(|m| {
+                                m.attribute("CWE_ID")
+                                    .and_then(|raw| raw.parse().ok())
+                                    .ok_or_else(|| {
+                                        source_error(format!(
+                                            "{kind} {id}: Has_Member without a numeric CWE_ID (line {})",
+                                            line_of(m)
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<BTreeSet<u32>>>()?;
+                        if kind == "view" {
                             catalog.view_members.insert(id, members);
+                        } else {
+                            catalog.category_members.insert(id, members);
                         }
                     }
                 }
@@ -774,7 +805,18 @@ mod tests {
     </Weakness>
   </Weaknesses>
   <Categories>
-    <Category ID="10" Name="A category" Status="Draft"/>
+    <Category ID="10" Name="A category" Status="Draft">
+      <Relationships>
+        <Has_Member CWE_ID="2" View_ID="22"/>
+        <Has_Member CWE_ID="3" View_ID="22"/>
+        <Has_Member CWE_ID="11" View_ID="22"/>
+      </Relationships>
+    </Category>
+    <Category ID="11" Name="A nested category" Status="Draft">
+      <Relationships>
+        <Has_Member CWE_ID="1" View_ID="22"/>
+      </Relationships>
+    </Category>
   </Categories>
   <Views>
     <View ID="20" Name="A list" Type="Explicit" Status="Draft">
@@ -784,6 +826,11 @@ mod tests {
       </Members>
     </View>
     <View ID="21" Name="A graph" Type="Graph" Status="Draft"/>
+    <View ID="22" Name="A top ten" Type="Graph" Status="Draft">
+      <Members>
+        <Has_Member CWE_ID="10" View_ID="22"/>
+      </Members>
+    </View>
   </Views>
 </Weakness_Catalog>"#;
 
@@ -800,11 +847,22 @@ mod tests {
             [1, 2]
         );
         assert_eq!(catalog.deprecated, BTreeSet::from([3]));
-        assert_eq!(catalog.non_weaknesses, BTreeSet::from([10, 20, 21]));
+        assert_eq!(catalog.non_weaknesses, BTreeSet::from([10, 11, 20, 21, 22]));
         assert_eq!(
             catalog.view_members,
-            BTreeMap::from([(20, BTreeSet::from([1, 2])), (21, BTreeSet::new())])
+            BTreeMap::from([
+                (20, BTreeSet::from([1, 2])),
+                (21, BTreeSet::new()),
+                (22, BTreeSet::from([10]))
+            ])
         );
+        assert_eq!(catalog.view_weaknesses(20), Some(BTreeSet::from([1, 2])));
+        assert_eq!(
+            catalog.view_weaknesses(22),
+            Some(BTreeSet::from([2])),
+            "through category 10; not deprecated 3, not nested category 11"
+        );
+        assert_eq!(catalog.view_weaknesses(99), None);
         let parent = &catalog.weaknesses[&1];
         assert_eq!(parent.name, "Parent Weakness");
         assert_eq!(parent.languages, ["c", "java"]);

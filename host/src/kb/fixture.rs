@@ -22,12 +22,16 @@ const XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <Potential_Mitigations><Mitigation><Phase>Implementation</Phase><Description>Pass arguments as a list instead of a shell string.</Description></Mitigation></Potential_Mitigations>
 </Weakness>
 </Weaknesses>
+<Categories>
+<Category ID="1347" Name="OWASP Top Ten 2021 Category A03:2021 - Injection" Status="Incomplete"><Relationships><Has_Member CWE_ID="89" View_ID="1344"/><Has_Member CWE_ID="943" View_ID="1344"/></Relationships></Category>
+</Categories>
 <Views>
 <View ID="1200" Name="Weaknesses in the 2019 CWE Top 25" Type="Explicit" Status="Incomplete"><Members><Has_Member CWE_ID="89" View_ID="1200"/><Has_Member CWE_ID="78" View_ID="1200"/></Members></View>
 <View ID="1350" Name="Weaknesses in the 2020 CWE Top 25" Type="Explicit" Status="Incomplete"><Members><Has_Member CWE_ID="89" View_ID="1350"/></Members></View>
 <View ID="1337" Name="Weaknesses in the 2021 CWE Top 25" Type="Explicit" Status="Incomplete"><Members><Has_Member CWE_ID="78" View_ID="1337"/></Members></View>
 <View ID="1387" Name="Weaknesses in the 2022 CWE Top 25" Type="Explicit" Status="Incomplete"><Members><Has_Member CWE_ID="89" View_ID="1387"/></Members></View>
 <View ID="1425" Name="Weaknesses in the 2023 CWE Top 25" Type="Explicit" Status="Incomplete"><Members><Has_Member CWE_ID="89" View_ID="1425"/></Members></View>
+<View ID="1344" Name="Weaknesses in OWASP Top Ten (2021)" Type="Graph" Status="Incomplete"><Members><Has_Member CWE_ID="1347" View_ID="1344"/></Members></View>
 </Views>
 </Weakness_Catalog>
 "#;

@@ -40,6 +40,12 @@ pub const TOP25_2024: [u32; 25] = [
 /// made any year's list is common enough in real code to be worth knowledge.
 pub const TOP25_VIEWS: [u32; 5] = [1200, 1350, 1337, 1387, 1425];
 
+/// The catalog's view of the OWASP Top Ten 2021, the list web teams audit
+/// against: its ten categories group 182 weaknesses, among them the web and
+/// crypto weaknesses no Top 25 names (header splitting, predictable IVs,
+/// log forging, session handling).
+pub const OWASP_TOP10_2021_VIEW: u32 = 1344;
+
 /// Reads input files relative to the sources root and remembers the sha256
 /// of each, so the built KB records exactly what it was made from.
 pub struct SourceFiles {
