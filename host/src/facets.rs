@@ -53,36 +53,117 @@ pub fn fenced_blocks(text: &str) -> Vec<CodeBlock> {
     blocks
 }
 
+/// The canonical name of a language as a fence tag or client spells it:
+/// `Lang::name` for those with a grammar, and four without one that
+/// retrieval still knows by name (php, ruby, csharp, rust): the CWE catalog
+/// lists weaknesses for them and the developer scenarios are written in
+/// them, so naming one narrows retrieval to its weaknesses even though no
+/// API calls are read.
+pub fn canonical_language(name: &str) -> Option<&'static str> {
+    if let Some(lang) = Lang::parse(name) {
+        return Some(lang.name());
+    }
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "php" => "php",
+        "ruby" | "rb" => "ruby",
+        "csharp" | "c#" | "cs" => "csharp",
+        "rust" | "rs" => "rust",
+        _ => return None,
+    })
+}
+
 /// A programming language named in prose ("Generate C code", "a Python
-/// function", "in Go"). Case matters for the one-letter and common-word names.
-pub fn language_named_in(text: &str) -> Option<Lang> {
+/// function", "in Go", "a Rails controller"), by its canonical name (see
+/// [`canonical_language`]). Case matters for names that are also common
+/// words; frameworks count only where the name means nothing else in prose
+/// ("node", "react", "angular", "gin" or "express" alone do).
+pub fn language_named_in(text: &str) -> Option<&'static str> {
     let words: Vec<&str> = text
         .split(|c: char| {
-            c.is_whitespace() || matches!(c, ',' | '.' | ':' | ';' | '(' | ')' | '"' | '\'' | '`')
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    ',' | '.' | ':' | ';' | '(' | ')' | '"' | '\'' | '`' | '/'
+                )
         })
         .filter(|w| !w.is_empty())
         .collect();
-    for word in &words {
+    for (i, word) in words.iter().enumerate() {
         let lower = word.to_ascii_lowercase();
+        let next = words.get(i + 1).map(|w| w.to_ascii_lowercase());
+        let followed_by = |w: &str| next.as_deref() == Some(w);
         let lang = match lower.as_str() {
-            // Frameworks only where the name means nothing else in prose
-            // ("node", "react" or "angular" do).
             "python" | "python3" | "django" | "flask" | "fastapi" | "pytest" | "numpy"
-            | "pandas" => Some(Lang::Python),
-            "c++" | "cpp" => Some(Lang::Cpp),
-            "javascript" | "js" | "node.js" | "nodejs" | "express" | "typescript" | "next.js"
-            | "nextjs" | "nestjs" => Some(Lang::JavaScript),
-            "golang" => Some(Lang::Go),
-            "java" | "servlet" | "jax-rs" => Some(Lang::Java),
-            _ if *word == "C" => Some(Lang::C),
-            _ if *word == "Go" => Some(Lang::Go),
-            _ => None,
+            | "pandas" => "python",
+            "c++" | "cpp" => "cpp",
+            // "next.js" and "node.js" split at the dot into "js".
+            "javascript" | "js" | "nodejs" => "javascript",
+            "express" if *word == "Express" || followed_by("js") => "javascript",
+            "typescript" | "nextjs" | "nestjs" => "javascript",
+            "golang" => "go",
+            "java" | "servlet" | "jax-rs" | "springboot" => "java",
+            "spring" if *word == "Spring" || followed_by("boot") => "java",
+            "php" | "laravel" | "symfony" | "wordpress" => "php",
+            "ruby" => "ruby",
+            "rails" | "sinatra" if word.starts_with(char::is_uppercase) => "ruby",
+            "c#" | "csharp" | "dotnet" | "blazor" => "csharp",
+            "asp" if followed_by("net") => "csharp",
+            "rust" if *word == "Rust" => "rust",
+            "actix" | "axum" => "rust",
+            _ if *word == "C" => "c",
+            _ if *word == "Go" => "go",
+            _ => continue,
         };
-        if lang.is_some() {
-            return lang;
-        }
+        return Some(lang);
     }
     None
+}
+
+/// Keywords that open a function declaration in the languages retrieval
+/// knows, including C's common return types.
+const DECLARATION_KEYWORDS: [&str; 16] = [
+    "def",
+    "async",
+    "func",
+    "fn",
+    "function",
+    "public",
+    "private",
+    "protected",
+    "static",
+    "int",
+    "void",
+    "char",
+    "bool",
+    "size_t",
+    "unsigned",
+    "const",
+];
+
+/// Whether the text starts with a one-line declaration such as
+/// `def delete_user_file(user_id: int) -> bool:` or
+/// `public static Date makeDate(int year)`: a keyword, then a name directly
+/// followed by its parameter list. Prompts are often a signature and a
+/// docstring on one line, which the other tests miss.
+fn opens_with_a_declaration(text: &str) -> bool {
+    let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return false;
+    };
+    let Some((keyword, rest)) = first.split_once(' ') else {
+        return false;
+    };
+    if !DECLARATION_KEYWORDS.contains(&keyword) {
+        return false;
+    }
+    let Some(open) = rest.find('(') else {
+        return false;
+    };
+    let before = rest[..open].trim_end_matches(['*', '&']);
+    let name = before.rsplit([' ', '*', '&']).next().unwrap_or("");
+    !name.is_empty()
+        && before.len() == rest[..open].len()
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+        && rest[open..].contains(')')
 }
 
 /// Does this text look like source code rather than prose? (A raw code prefix,
@@ -110,6 +191,7 @@ pub fn looks_like_code(text: &str) -> bool {
         (line.contains('(') && line.contains(')') && line.ends_with('{')) || line.ends_with("):")
     };
     markers.iter().filter(|m| text.contains(*m)).count() >= 2
+        || opens_with_a_declaration(text)
         || text.lines().any(signature)
         || text
             .lines()
@@ -149,28 +231,32 @@ pub fn extract(task: &str, earlier: &[&str]) -> RequestFacets {
 
     let language = code_blocks
         .iter()
-        .filter_map(|b| b.language.as_deref().and_then(Lang::parse))
+        .filter_map(|b| b.language.as_deref().and_then(canonical_language))
         .next()
         .or_else(|| language_named_in(task))
         .or_else(|| {
-            code_blocks
-                .iter()
-                .find_map(|b| code::detect_language(&b.text).and_then(Lang::parse))
+            code_blocks.iter().find_map(|b| {
+                code::detect_language(&b.text)
+                    .and_then(Lang::parse)
+                    .map(Lang::name)
+            })
         });
 
+    // A block's language picks the grammar its API calls are read with, so
+    // only languages with one are passed on.
     for block in &mut code_blocks {
         block.text = truncate(&block.text, MAX_BLOCK_BYTES);
         block.language = block
             .language
             .as_deref()
             .and_then(Lang::parse)
-            .or(language)
+            .or_else(|| language.and_then(Lang::parse))
             .map(|l| l.name().to_string());
     }
     RequestFacets {
         task: truncate(task, MAX_TASK_BYTES),
         code_blocks,
-        language: language.map(|l| l.name().to_string()),
+        language: language.map(str::to_string),
     }
 }
 
@@ -196,28 +282,32 @@ mod tests {
 
     #[test]
     fn language_names_in_prose() {
-        assert_eq!(
-            language_named_in("Generate C code for the following"),
-            Some(Lang::C)
-        );
-        assert_eq!(
-            language_named_in("write a Python function"),
-            Some(Lang::Python)
-        );
-        assert_eq!(language_named_in("Implement this in Go."), Some(Lang::Go));
-        assert_eq!(language_named_in("let's go to the shop and see a c"), None);
-        assert_eq!(
-            language_named_in("A FastAPI route that returns the report"),
-            Some(Lang::Python)
-        );
-        assert_eq!(
-            language_named_in("a TypeScript handler for the upload"),
-            Some(Lang::JavaScript)
-        );
-        assert_eq!(
-            language_named_in("insert a node into the tree and react to the change"),
-            None
-        );
+        for (text, named) in [
+            ("Generate C code for the following", Some("c")),
+            ("write a Python function", Some("python")),
+            ("Implement this in Go.", Some("go")),
+            ("let's go to the shop and see a c", None),
+            ("A FastAPI route that returns the report", Some("python")),
+            ("a TypeScript handler for the upload", Some("javascript")),
+            ("insert a node into the tree and react to the change", None),
+            ("an Express.js route for /login", Some("javascript")),
+            ("express the total as a percentage", None),
+            ("Spring Boot endpoint GET /api/exports/{name}", Some("java")),
+            ("a spring boot service", Some("java")),
+            ("plant the bulbs in spring", None),
+            ("php page for my class project", Some("php")),
+            ("a Laravel controller that stores the upload", Some("php")),
+            ("Rails controller action that sets a cookie", Some("ruby")),
+            ("keep the values within the guard rails", None),
+            ("Sinatra route get '/docs/*'", Some("ruby")),
+            ("ASP.NET Core controller action Download", Some("csharp")),
+            ("a C# method that hashes the password", Some("csharp")),
+            ("an axum handler for uploads", Some("rust")),
+            ("a Rust function that parses the header", Some("rust")),
+            ("remove the rust from the bike", None),
+        ] {
+            assert_eq!(language_named_in(text), named, "{text}");
+        }
     }
 
     #[test]
@@ -242,6 +332,23 @@ mod tests {
         assert!(!looks_like_code(
             "Note (important): the meeting moved to 3pm:"
         ));
+        // A signature and a docstring on one line.
+        for code in [
+            "def delete_user_file(user_id: int, filename: str) -> bool: \"\"\"Remove it.\"\"\"",
+            "public static Date makeDate(int year, int month, int day) // a date",
+            "func Lookup(name string) (*User, error) // finds the user",
+            "char *read_line(FILE *f) returns the next line",
+        ] {
+            assert!(looks_like_code(code), "{code}");
+        }
+        for prose in [
+            "function (in maths) means a mapping",
+            "static electricity (from rubbing a balloon) is fun",
+            "int main",
+            "def jam (the band) is playing tonight",
+        ] {
+            assert!(!looks_like_code(prose), "{prose}");
+        }
     }
 
     #[test]

@@ -139,7 +139,30 @@ impl Decision {
     }
 }
 
+/// Verbs of asking for code. Broad on purpose: the gate wants two of three
+/// signals (with a noun or a named language), and the retrieval thresholds
+/// and the ordinary-task gate, not this list, decide whether a coding task
+/// gets knowledge.
+#[rustfmt::skip]
 const CODING_VERBS: &[&str] = &[
+    "write", "implement", "create", "generate", "build", "code", "fix", "refactor", "complete",
+    "develop", "program", "add", "modify", "update", "rewrite", "port", "translate", "make",
+    "parse", "read", "load", "save", "store", "send", "fetch", "download", "upload", "encrypt",
+    "decrypt", "hash", "validate", "convert", "compute", "calculate", "override", "extend",
+    "configure", "deploy", "serialize", "deserialize", "export", "import", "connect", "render",
+    "handle", "call", "invoke", "return", "returns", "accept", "accepts", "take", "takes",
+    "receive", "receives", "extract", "unpack", "sign", "verify", "authenticate", "log", "cache",
+];
+
+/// Words that open a question asking for an explanation ("how" is not one:
+/// "how do I read a CSV in Go?" wants code).
+const QUESTION_OPENERS: &[&str] = &[
+    "what", "whats", "why", "which", "who", "when", "where", "is", "are", "does", "do", "should",
+    "explain", "describe",
+];
+
+/// The verbs that ask for code even inside a question ("can you write...").
+const ASKING_FOR_CODE: &[&str] = &[
     "write",
     "implement",
     "create",
@@ -156,49 +179,22 @@ const CODING_VERBS: &[&str] = &[
     "update",
     "rewrite",
     "port",
-    "translate",
     "make",
 ];
 
+/// Nouns of the things code is made of.
+#[rustfmt::skip]
 const CODING_NOUNS: &[&str] = &[
-    "function",
-    "method",
-    "class",
-    "script",
-    "program",
-    "code",
-    "snippet",
-    "api",
-    "endpoint",
-    "handler",
-    "query",
-    "sql",
-    "module",
-    "library",
-    "server",
-    "service",
-    "app",
-    "application",
-    "cli",
-    "parser",
-    "regex",
-    "web",
-    "route",
-    "database",
-    "implementation",
-    "algorithm",
-    "struct",
-    "routine",
-    "page",
-    "form",
-    "upload",
-    "login",
-    "http",
-    "request",
-    "socket",
-    "file",
-    "command",
-    "shell",
+    "function", "method", "class", "script", "program", "code", "snippet", "api", "endpoint",
+    "handler", "query", "sql", "module", "library", "server", "service", "app", "application",
+    "cli", "parser", "regex", "web", "route", "database", "implementation", "algorithm", "struct",
+    "routine", "page", "form", "upload", "login", "http", "request", "socket", "file", "command",
+    "shell", "controller", "middleware", "callback", "component", "model", "template", "webhook",
+    "cron", "job", "worker", "microservice", "backend", "plugin", "extension", "filter",
+    "decorator", "helper", "utility", "daemon", "lambda", "json", "xml", "yaml", "csv", "url",
+    "cookie", "session", "token", "jwt", "header", "headers", "buffer", "array", "string",
+    "pointer", "thread", "table", "schema", "config", "dockerfile", "redis", "queue", "websocket",
+    "graphql", "grpc", "orm", "mutation", "resolver", "directory", "folder", "path", "archive",
 ];
 
 /// True when the policy says to run retrieval for these facets.
@@ -226,6 +222,14 @@ pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
         .map(str::to_ascii_lowercase)
         .collect();
     let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    // "What's a buffer overflow?", "Is Python slower than Go?": a request
+    // for an explanation, unless it also asks for code to be written.
+    let question = words
+        .first()
+        .is_some_and(|w| QUESTION_OPENERS.contains(&w.as_str()));
+    if question && !has(ASKING_FOR_CODE) {
+        return false;
+    }
     let signals = [
         has(CODING_VERBS),
         has(CODING_NOUNS),
@@ -393,6 +397,10 @@ allow_opt_out = true
             "```python\nprint(1)\n```",
             "Flask endpoint in Python that resizes the image the user uploads",
             "A Go handler that returns the order whose id is in the URL",
+            "Spring Boot endpoint GET /api/exports/{name} that returns the CSV",
+            "Laravel: override the User model's password mutator",
+            "What would a Flask route that deletes the user's file look like? Write it",
+            "def delete_user_file(user_id: int, filename: str) -> bool: \"\"\"Remove it.\"\"\"",
         ] {
             assert!(looks_like_code_generation(&extract(task, &[])), "{task}");
         }
@@ -406,6 +414,9 @@ allow_opt_out = true
             "Summarise this article for me",
             "What is a database?",
             "Is Python older than Java?",
+            "What's a buffer overflow and why are C programs more prone to them?",
+            "Explain what a race condition is in Java threads",
+            "Should I store session tokens in a cookie or in local storage?",
         ] {
             assert!(!looks_like_code_generation(&extract(task, &[])), "{task}");
         }

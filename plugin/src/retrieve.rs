@@ -159,6 +159,7 @@ fn catalog_language(language: &str) -> String {
         "js" | "javascript" | "node" | "typescript" | "ts" => "javascript".into(),
         "py" | "python" | "python3" => "python".into(),
         "golang" | "go" => "go".into(),
+        "csharp" | "cs" | "c#" => "c#".into(),
         other => other.into(),
     }
 }
@@ -1349,6 +1350,20 @@ mod tests {
 
     // "build sql query": 3 terms, so a BM25 of 12 normalises to 6.9.
     const TASK: &str = "build sql query";
+
+    #[test]
+    fn languages_are_named_as_the_catalog_names_them() {
+        for (asked, catalog) in [
+            ("cpp", "c++"),
+            ("TypeScript", "javascript"),
+            ("golang", "go"),
+            ("csharp", "c#"),
+            ("php", "php"),
+            ("rust", "rust"),
+        ] {
+            assert_eq!(catalog_language(asked), catalog, "{asked}");
+        }
+    }
 
     #[test]
     fn keeps_top_k_above_a_facet_threshold() {
