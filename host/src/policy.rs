@@ -139,14 +139,16 @@ impl Decision {
     }
 }
 
-/// Verbs of asking for code. Broad on purpose: the gate wants two of three
+/// Verbs of asking for code ("translate" is not one: it is mostly asked of
+/// prose; "translate this function to Go" still names a noun and a
+/// language). Broad on purpose: the gate wants two of three
 /// signals (with a noun or a named language), and the retrieval thresholds
 /// and the ordinary-task gate, not this list, decide whether a coding task
 /// gets knowledge.
 #[rustfmt::skip]
 const CODING_VERBS: &[&str] = &[
     "write", "implement", "create", "generate", "build", "code", "fix", "refactor", "complete",
-    "develop", "program", "add", "modify", "update", "rewrite", "port", "translate", "make",
+    "develop", "program", "add", "modify", "update", "rewrite", "port", "make",
     "parse", "read", "load", "save", "store", "send", "fetch", "download", "upload", "encrypt",
     "decrypt", "hash", "validate", "convert", "compute", "calculate", "override", "extend",
     "configure", "deploy", "serialize", "deserialize", "export", "import", "connect", "render",
@@ -182,18 +184,19 @@ const ASKING_FOR_CODE: &[&str] = &[
     "make",
 ];
 
-/// Nouns of the things code is made of.
+/// Nouns of the things code is made of (not "model", "job", "template" or
+/// "table": prose uses them as often).
 #[rustfmt::skip]
 const CODING_NOUNS: &[&str] = &[
     "function", "method", "class", "script", "program", "code", "snippet", "api", "endpoint",
     "handler", "query", "sql", "module", "library", "server", "service", "app", "application",
     "cli", "parser", "regex", "web", "route", "database", "implementation", "algorithm", "struct",
     "routine", "page", "form", "upload", "login", "http", "request", "socket", "file", "command",
-    "shell", "controller", "middleware", "callback", "component", "model", "template", "webhook",
-    "cron", "job", "worker", "microservice", "backend", "plugin", "extension", "filter",
+    "shell", "controller", "middleware", "callback", "component", "webhook",
+    "cron", "worker", "microservice", "backend", "plugin", "extension", "filter",
     "decorator", "helper", "utility", "daemon", "lambda", "json", "xml", "yaml", "csv", "url",
     "cookie", "session", "token", "jwt", "header", "headers", "buffer", "array", "string",
-    "pointer", "thread", "table", "schema", "config", "dockerfile", "redis", "queue", "websocket",
+    "pointer", "thread", "schema", "config", "dockerfile", "redis", "queue", "websocket",
     "graphql", "grpc", "orm", "mutation", "resolver", "directory", "folder", "path", "archive",
 ];
 
@@ -206,11 +209,13 @@ pub fn should_augment(policy: AugmentPolicy, facets: &RequestFacets) -> bool {
     }
 }
 
-/// Code in the conversation, or two of three signals: a coding verb, a
-/// coding noun, a named programming language. Developers often leave the
-/// verb out ("Flask endpoint in Python that resizes an uploaded image"):
-/// requiring it let through about half of the held-out security requests
-/// (EVAL.md).
+/// Code in the conversation, or two of four signals: a coding verb, a
+/// coding noun, a named programming language, an API named as code names it;
+/// or three different coding nouns ("middleware for our API ... bearer
+/// token"). Developers often leave the verb out ("Flask endpoint in Python
+/// that resizes an uploaded image"): requiring it let through about half of
+/// the held-out security requests (EVAL.md). Questions asking for an
+/// explanation are not code generation unless they also ask for code.
 pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
     if !facets.code_blocks.is_empty() {
         return true;
@@ -234,8 +239,42 @@ pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
         has(CODING_VERBS),
         has(CODING_NOUNS),
         facets.language.is_some(),
+        names_an_api(&facets.task),
     ];
-    signals.iter().filter(|s| **s).count() >= 2
+    let mut nouns: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .filter(|w| CODING_NOUNS.contains(w))
+        .collect();
+    nouns.sort_unstable();
+    nouns.dedup();
+    signals.iter().filter(|s| **s).count() >= 2 || nouns.len() >= 3
+}
+
+/// Whether the text names a function or type the way code does: a call
+/// (`sprintf(`, `Cipher.getInstance(`), a path (`std::regex`) or a
+/// snake_case identifier (`preg_match`). Prose rarely writes any of these.
+fn names_an_api(text: &str) -> bool {
+    text.split_whitespace().any(|token| {
+        let token = token.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '(');
+        let identifier = |s: &str| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        };
+        let call = token
+            .strip_suffix('(')
+            .or_else(|| token.split_once('(').map(|(name, _)| name))
+            .is_some_and(|name| name.len() > 1 && identifier(name));
+        let path = token.contains("::");
+        let snake = token.contains('_')
+            && token
+                .split('_')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase()));
+        call || path || snake
+    })
 }
 
 #[cfg(test)]
@@ -401,6 +440,10 @@ allow_opt_out = true
             "Laravel: override the User model's password mutator",
             "What would a Flask route that deletes the user's file look like? Write it",
             "def delete_user_file(user_id: int, filename: str) -> bool: \"\"\"Remove it.\"\"\"",
+            "Format a MAC address into the caller's buffer with sprintf(buf, ...)",
+            "check the file name ends with jpg or png using preg_match",
+            "Use std::regex to check the MAC address the user typed",
+            "Middleware for our internal API: require a bearer token otherwise",
         ] {
             assert!(looks_like_code_generation(&extract(task, &[])), "{task}");
         }
@@ -417,6 +460,9 @@ allow_opt_out = true
             "What's a buffer overflow and why are C programs more prone to them?",
             "Explain what a race condition is in Java threads",
             "Should I store session tokens in a cookie or in local storage?",
+            "Translate into Spanish: the server room will be closed on Friday",
+            "Summarise this ticket: the customer says the login page hangs",
+            "Write a LinkedIn post about our new model (launch is Friday)",
         ] {
             assert!(!looks_like_code_generation(&extract(task, &[])), "{task}");
         }
