@@ -141,8 +141,8 @@ impl Decision {
 
 /// Verbs of asking for code ("translate" is not one: it is mostly asked of
 /// prose; "translate this function to Go" still names a noun and a
-/// language). Broad on purpose: the gate wants two of three
-/// signals (with a noun or a named language), and the retrieval thresholds
+/// language). Broad on purpose: the gate wants two signals of four (with a
+/// noun, a named language or an API), and the retrieval thresholds
 /// and the ordinary-task gate, not this list, decide whether a coding task
 /// gets knowledge.
 #[rustfmt::skip]
