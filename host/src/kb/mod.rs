@@ -469,6 +469,35 @@ mod tests {
     }
 
     #[test]
+    fn the_opt_in_owasp_scope_builds_with_scenarios_for_every_weakness() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("kb-owasp.sqlite");
+        let options = BuildOptions {
+            owasp_top10: true,
+            ..BuildOptions::offline(shared_sources(), out.clone())
+        };
+        let report = build(&options).unwrap();
+        // 83 by default, and the OWASP Top Ten 2021's weaknesses (view 1344).
+        assert_eq!(report.cwes_in_scope, 210, "{report:?}");
+        let conn = open_ro(&out);
+        verify(&conn, &out).unwrap();
+        for id in [113, 329, 117] {
+            let reason: String = one(
+                &conn,
+                &format!("SELECT scope_reason FROM cwe WHERE id = {id} AND in_scope = 1"),
+            );
+            assert_eq!(reason, "owasp-top10-2021", "CWE-{id}");
+        }
+        // The shipped scenario file covers the wider scope too.
+        let without: i64 = one(
+            &conn,
+            "SELECT count(*) FROM cwe c WHERE c.in_scope = 1 \
+             AND (SELECT count(*) FROM scenario s WHERE s.cwe = c.id) < 12",
+        );
+        assert_eq!(without, 0);
+    }
+
+    #[test]
     fn builds_the_real_kb_deterministically() {
         let sources = shared_sources();
         assert!(
