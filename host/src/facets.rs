@@ -158,10 +158,11 @@ fn opens_with_a_declaration(text: &str) -> bool {
     let Some(open) = rest.find('(') else {
         return false;
     };
-    let before = rest[..open].trim_end_matches(['*', '&']);
-    let name = before.rsplit([' ', '*', '&']).next().unwrap_or("");
+    // The last word before the parenthesis, after any `*` or `&` of a
+    // pointer or reference return type: empty when the parenthesis follows
+    // a space or one of those.
+    let name = rest[..open].rsplit([' ', '*', '&']).next().unwrap_or("");
     !name.is_empty()
-        && before.len() == rest[..open].len()
         && name.chars().all(|c| c.is_alphanumeric() || c == '_')
         && rest[open..].contains(')')
 }

@@ -235,12 +235,6 @@ pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
     if question && !has(ASKING_FOR_CODE) {
         return false;
     }
-    let signals = [
-        has(CODING_VERBS),
-        has(CODING_NOUNS),
-        facets.language.is_some(),
-        names_an_api(&facets.task),
-    ];
     let mut nouns: Vec<&str> = words
         .iter()
         .map(String::as_str)
@@ -248,6 +242,12 @@ pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
         .collect();
     nouns.sort_unstable();
     nouns.dedup();
+    let signals = [
+        has(CODING_VERBS),
+        !nouns.is_empty(),
+        facets.language.is_some(),
+        names_an_api(&facets.task),
+    ];
     signals.iter().filter(|s| **s).count() >= 2 || nouns.len() >= 3
 }
 
