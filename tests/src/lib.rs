@@ -232,10 +232,16 @@ fn futures_stream(
 /// the test takes.
 struct KillOnDrop(Child);
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
+impl KillOnDrop {
+    fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -391,8 +397,7 @@ impl Proxy {
 
     /// Kills the process (SIGKILL: no clean-up of its own runs) and reaps it.
     pub fn kill(&mut self) {
-        let _ = self.child.0.kill();
-        let _ = self.child.0.wait();
+        self.child.kill();
     }
 
     /// The process id, to send signals.
