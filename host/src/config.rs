@@ -318,6 +318,18 @@ pub enum RetrievalMode {
     Full,
 }
 
+/// What a facet's vote for a CWE is worth when the facets are fused.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusionMethod {
+    /// The paper's reciprocal rank fusion: weight / (rrf_k + rank).
+    ReciprocalRank,
+    /// weight * (score_fusion_base + margin): the margin is how far the
+    /// score stands above the last of the facet's first `rank_cut` scores,
+    /// in their standard deviations (EVAL.md, "Fusion").
+    ScoreMargin,
+}
+
 /// Every retrieval hyper-parameter, in one place. The defaults were chosen
 /// by measurement on the dev sets (EVAL.md, "Hyper-parameters").
 #[derive(Debug, Clone, Deserialize)]
@@ -338,8 +350,14 @@ pub struct RetrievalConfig {
     /// request's score against ordinary coding tasks by more than this
     /// (cosine difference; -2 turns the gate off).
     pub ordinary_margin: f64,
+    /// How the facets' votes are weighed; both keep the thresholds, the
+    /// rank cut and the weights.
+    pub fusion: FusionMethod,
     /// Reciprocal rank fusion constant: a facet adds weight / (rrf_k + rank).
     pub rrf_k: u32,
+    /// Score-margin fusion: what a vote is worth before its margin (larger
+    /// values count votes, smaller ones follow the scores).
+    pub score_fusion_base: f64,
     /// Only a facet's first `rank_cut` candidates take part in the fusion.
     pub rank_cut: u32,
     pub lexical_weight: f64,
@@ -363,7 +381,9 @@ impl Default for RetrievalConfig {
             semantic_threshold: 0.58,
             scenario_threshold: 0.53,
             ordinary_margin: -0.04,
+            fusion: FusionMethod::ScoreMargin,
             rrf_k: 60,
+            score_fusion_base: 2.0,
             rank_cut: 10,
             lexical_weight: 1.0,
             semantic_weight: 1.0,
@@ -539,10 +559,17 @@ impl Config {
             ("lexical_weight", r.lexical_weight),
             ("semantic_weight", r.semantic_weight),
             ("scenario_weight", r.scenario_weight),
+            ("score_fusion_base", r.score_fusion_base),
         ] {
             if !value.is_finite() {
                 return bad(format!("retrieval.{name} must be a finite number"));
             }
+        }
+        if r.score_fusion_base <= 0.0 {
+            return bad(
+                "retrieval.score_fusion_base must be positive: a vote with no margin still counts"
+                    .into(),
+            );
         }
         if r.lexical_weight < 0.0 || r.semantic_weight < 0.0 || r.scenario_weight < 0.0 {
             return bad("retrieval weights must not be negative".into());
@@ -678,5 +705,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.augment.placement, Placement::UserPrefix);
+    }
+
+    #[test]
+    fn the_fusion_is_chosen_by_name_and_its_base_must_count() {
+        assert_eq!(
+            Config::default().retrieval.fusion,
+            FusionMethod::ScoreMargin
+        );
+        let c = Config::from_toml(
+            "[retrieval]\nfusion = \"reciprocal-rank\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.retrieval.fusion, FusionMethod::ReciprocalRank);
+        for bad in [
+            "fusion = \"rrf\"",
+            "score_fusion_base = 0.0",
+            "score_fusion_base = -1.0",
+            "score_fusion_base = inf",
+        ] {
+            assert!(
+                Config::from_toml(&format!("[retrieval]\n{bad}\n"), Path::new("x.toml")).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

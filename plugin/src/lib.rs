@@ -26,8 +26,8 @@ mod bindings {
 use bindings::rescue::plugin::kb;
 pub use bindings::rescue::plugin::kb::SqlValue;
 pub use bindings::rescue::plugin::types::{
-    Augmentation, CodeBlock, CweHit, FacetScore, Mode, PluginError, RequestFacets, Retrieval,
-    RetrievalParams,
+    Augmentation, CodeBlock, CweHit, FacetScore, Fusion, Mode, PluginError, RequestFacets,
+    Retrieval, RetrievalParams,
 };
 use bindings::rescue::plugin::{code, embed, llm, log};
 

@@ -15,11 +15,16 @@
 //!   scores the mean cosine of its SCENARIO_NEIGHBOURS closest scenarios, so
 //!   a task can reach a weakness whose own text shares no word with it.
 //!
-//! Each facet ranks its candidates; the paper's thresholded reciprocal rank
-//! fusion combines them: a CWE earns weight / (rrf-k + rank) from every facet
-//! where it ranks within rank-cut AND scores above that facet's threshold.
-//! The top-k CWEs with a positive score are injected; none means the request
-//! is not augmented, which is the common case for ordinary programming tasks.
+//! Each facet ranks its candidates and votes for those within rank-cut that
+//! score above its threshold; a CWE no facet votes for is not injected, and
+//! a request with no vote at all is not augmented, which is the common case
+//! for ordinary programming tasks. What a vote is worth is the fusion's
+//! choice: the paper's reciprocal rank fusion, weight / (rrf-k + rank), or
+//! (the default) weight * (base + margin), the margin being how far the
+//! score stands above the facet's rank-cut floor in the spread of its first
+//! rank-cut scores. Ranks 1 and 10 differ by 15% under RRF, so RRF nearly
+//! counts votes; the margin also tells a clear winner from a near-tie
+//! (EVAL.md, "Fusion"). The top-k CWEs by fused score are injected.
 //! With the hierarchy walk on, a semantic hit on a weakness the KB holds no
 //! knowledge for hands its place to an in-scope direct parent or child.
 //!
@@ -36,8 +41,8 @@ use crate::bindings::rescue::plugin::kb::SqlValue;
 use crate::compose::{self, Knowledge, SecureExample};
 use crate::text;
 use crate::{
-    Augmentation, Capabilities, CweHit, FacetScore, Mode, PluginError, RequestFacets, Retrieval,
-    RetrievalParams,
+    Augmentation, Capabilities, CweHit, FacetScore, Fusion, Mode, PluginError, RequestFacets,
+    Retrieval, RetrievalParams,
 };
 
 // Candidate counts are literal LIMITs: a bound LIMIT makes SQLite re-plan
@@ -195,26 +200,37 @@ struct Candidate {
 }
 
 impl Candidate {
-    /// Thresholded RRF when `thresholds` is set (what gets injected);
-    /// plain RRF over the rank cut otherwise (the ranking reported for eval).
-    fn fused(&self, params: &RetrievalParams, thresholded: bool) -> f64 {
-        let k = f64::from(params.rrf_k);
-        let term = |facet: &Option<FacetScore>, weight: f64, threshold: f64| match facet {
+    /// The thresholded fusion when `thresholded` is set (what gets
+    /// injected): only a facet whose score passes its threshold votes; the
+    /// plain fusion over the rank cut otherwise (the ranking reported for
+    /// eval). Either way only the facets' first rank-cut candidates vote.
+    fn fused(&self, params: &RetrievalParams, heads: &Heads, thresholded: bool) -> f64 {
+        let vote = |facet: &Option<FacetScore>, head: Head, weight: f64, threshold: f64| match facet
+        {
             Some(f) if f.rank <= params.rank_cut && (!thresholded || f.score > threshold) => {
-                weight / (k + f64::from(f.rank))
+                weight
+                    * match params.fusion {
+                        Fusion::ReciprocalRank => {
+                            1.0 / (f64::from(params.rrf_k) + f64::from(f.rank))
+                        }
+                        Fusion::ScoreMargin => params.score_fusion_base + head.margin(f.score),
+                    }
             }
             _ => 0.0,
         };
-        term(
+        vote(
             &self.lexical,
+            heads.lexical,
             params.lexical_weight,
             params.lexical_threshold,
-        ) + term(
+        ) + vote(
             &self.semantic,
+            heads.semantic,
             params.semantic_weight,
             params.semantic_threshold,
-        ) + term(
+        ) + vote(
             &self.scenario,
+            heads.scenario,
             params.scenario_weight,
             params.scenario_threshold,
         )
@@ -229,6 +245,72 @@ impl Candidate {
             semantic: self.semantic,
             scenario: self.scenario,
             via: self.via.clone(),
+        }
+    }
+}
+
+/// Where a facet's first rank-cut scores lie: the yardstick of the
+/// score-margin fusion. Scores of different facets (BM25, cosines) are not
+/// comparable; a margin in the facet's own spread is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    /// The last (lowest) score within the rank cut.
+    floor: f64,
+    /// Their population standard deviation; 0 when it says nothing (one
+    /// candidate, or all tied), and then every margin is 0.
+    spread: f64,
+}
+
+impl Head {
+    fn of(scores: impl Iterator<Item = f64>) -> Self {
+        let scores: Vec<f64> = scores.collect();
+        let Some(floor) = scores.iter().copied().reduce(f64::min) else {
+            return Self::default();
+        };
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let variance = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n;
+        Self {
+            floor,
+            spread: variance.sqrt(),
+        }
+    }
+
+    /// How far `score` stands above the floor, in spreads: 0 to at most
+    /// sqrt(2 x the number of scores), so no facet can outvote the others
+    /// without bound.
+    fn margin(self, score: f64) -> f64 {
+        if self.spread > f64::EPSILON {
+            ((score - self.floor) / self.spread).max(0.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The three facets' heads for one request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Heads {
+    lexical: Head,
+    semantic: Head,
+    scenario: Head,
+}
+
+impl Heads {
+    fn of(candidates: &[Candidate], rank_cut: u32) -> Self {
+        let head = |facet: fn(&Candidate) -> Option<FacetScore>| {
+            Head::of(
+                candidates
+                    .iter()
+                    .filter_map(facet)
+                    .filter(|f| f.rank <= rank_cut)
+                    .map(|f| f.score),
+            )
+        };
+        Self {
+            lexical: head(|c| c.lexical),
+            semantic: head(|c| c.semantic),
+            scenario: head(|c| c.scenario),
         }
     }
 }
@@ -412,9 +494,10 @@ pub fn augment(
         scenario_facet(scenarios.ranking, &mut candidates);
     }
 
+    let heads = Heads::of(&candidates, params.rank_cut);
     let mut ranked: Vec<(f64, &Candidate)> = candidates
         .iter()
-        .map(|c| (c.fused(params, false), c))
+        .map(|c| (c.fused(params, &heads, false), c))
         .filter(|(score, _)| *score > 0.0)
         .collect();
     sort_fused(&mut ranked);
@@ -425,7 +508,7 @@ pub fn augment(
     let ordinary_like = ordinary_gap.is_some_and(|gap| gap <= params.ordinary_margin);
     let mut injected: Vec<(f64, &Candidate)> = candidates
         .iter()
-        .map(|c| (c.fused(params, true), c))
+        .map(|c| (c.fused(params, &heads, true), c))
         .filter(|(score, _)| *score > 0.0 && !ordinary_like)
         .collect();
     sort_fused(&mut injected);
@@ -1316,7 +1399,9 @@ mod tests {
             semantic_threshold: 0.6,
             scenario_threshold: 0.6,
             ordinary_margin: -2.0,
+            fusion: Fusion::ScoreMargin,
             rrf_k: 60,
+            score_fusion_base: 2.0,
             rank_cut: 10,
             lexical_weight: 1.0,
             semantic_weight: 1.0,
@@ -1429,6 +1514,7 @@ mod tests {
             ..FakeKb::default()
         };
         let mut p = params();
+        p.fusion = Fusion::ReciprocalRank;
         p.top_k = 4;
         let out = augment(&kb, &facets(TASK), &p).unwrap();
         let a = out.augmentation.unwrap();
@@ -1448,6 +1534,50 @@ mod tests {
         p.rank_cut = 1;
         let a = augmented(&kb, &facets(TASK), &p);
         assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-20"]);
+    }
+
+    #[test]
+    fn score_margin_fusion_tells_a_clear_winner_from_a_near_tie() {
+        // 89 leads the lexical facet by far and is third in the semantic one
+        // by a hair; 79 is a distant second lexically and first semantically
+        // by the same hair. Ranks alone prefer 79 (1/62 + 1/61 against
+        // 1/61 + 1/63); the margins prefer 89.
+        let kb = FakeKb {
+            lexical: vec![
+                lexical(89, 20.0),
+                lexical(79, 6.0),
+                lexical(22, 5.9),
+                lexical(78, 5.8),
+            ],
+            semantic: vec![
+                semantic(79, 0.80),
+                semantic(22, 0.79),
+                semantic(89, 0.78),
+                semantic(78, 0.20),
+            ],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.top_k = 4;
+        p.lexical_threshold = 0.0;
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        let a = out.augmentation.unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-79", "CWE-22", "CWE-78"]);
+        assert_eq!(
+            ids(&out.candidates),
+            ["CWE-89", "CWE-79", "CWE-22", "CWE-78"]
+        );
+        // Each vote is worth the base plus a margin of 0 to sqrt(2 x 4):
+        // 78 is the floor of both facets, and the semantic threshold (0.6)
+        // keeps its second vote out of the injected score.
+        let score = |id: &str| a.cwes.iter().find(|c| c.id == id).unwrap().score;
+        assert!((score("CWE-78") - 2.0).abs() < 1e-9, "{}", score("CWE-78"));
+        assert!(score("CWE-89") > 8.0 && score("CWE-89") < 4.0 + 2.0 * 8f64.sqrt());
+        // The same request under the paper's fusion.
+        p.fusion = Fusion::ReciprocalRank;
+        let a = augmented(&kb, &facets(TASK), &p);
+        assert_eq!(ids(&a.cwes)[..2], ["CWE-79", "CWE-89"]);
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub mod bindings {
 }
 
 pub use bindings::rescue::plugin::types::{
-    Augmentation, CodeBlock, CweHit, FacetScore, Mode, PluginError, RequestFacets, Retrieval,
-    RetrievalParams,
+    Augmentation, CodeBlock, CweHit, FacetScore, Fusion, Mode, PluginError, RequestFacets,
+    Retrieval, RetrievalParams,
 };
 use bindings::rescue::plugin::{
     code as wit_code, embed as wit_embed, kb as wit_kb, llm as wit_llm, log as wit_log,
@@ -58,7 +58,12 @@ impl RetrievalParams {
             semantic_threshold: config.semantic_threshold,
             scenario_threshold: config.scenario_threshold,
             ordinary_margin: config.ordinary_margin,
+            fusion: match config.fusion {
+                crate::config::FusionMethod::ReciprocalRank => Fusion::ReciprocalRank,
+                crate::config::FusionMethod::ScoreMargin => Fusion::ScoreMargin,
+            },
             rrf_k: config.rrf_k,
+            score_fusion_base: config.score_fusion_base,
             rank_cut: config.rank_cut,
             lexical_weight: config.lexical_weight,
             semantic_weight: config.semantic_weight,
@@ -639,6 +644,32 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_fusion_reaches_the_plugin() {
+        let runtime = PluginRuntime::new(&PluginSource::default(), shipped_kb(), limits()).unwrap();
+        let fused_with = |fusion| {
+            let config = crate::config::RetrievalConfig {
+                fusion,
+                ..Default::default()
+            };
+            let params = RetrievalParams::from_config(
+                &config,
+                crate::config::RetrievalMode::Fast,
+                4,
+                vec![],
+            );
+            let out = runtime.augment_blocking(&sql_task(), &params).unwrap();
+            out.augmentation.expect("augmented").cwes[0].clone()
+        };
+        // A reciprocal-rank vote is worth at most 1/61; a score-margin vote
+        // at least its base (2.0).
+        let rrf = fused_with(crate::config::FusionMethod::ReciprocalRank);
+        let margin = fused_with(crate::config::FusionMethod::ScoreMargin);
+        assert_eq!((rrf.id.as_str(), margin.id.as_str()), ("CWE-89", "CWE-89"));
+        assert!(rrf.score > 0.0 && rrf.score <= 3.0 / 61.0, "{}", rrf.score);
+        assert!(margin.score >= 2.0, "{}", margin.score);
+    }
+
+    #[test]
     fn fuel_exhaustion_is_reported_as_such() {
         let runtime = PluginRuntime::new(
             &PluginSource::default(),
@@ -750,7 +781,9 @@ mod tests {
   (export $facets-e "request-facets" (type $facets))
   (type $mode (enum "fast" "full"))
   (export $mode-e "mode" (type $mode))
-  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "ordinary-margin" float64) (field "rrf-k" u32) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
+  (type $fusion (enum "reciprocal-rank" "score-margin"))
+  (export $fusion-e "fusion" (type $fusion))
+  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "ordinary-margin" float64) (field "fusion" $fusion-e) (field "rrf-k" u32) (field "score-fusion-base" float64) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
   (export $params-e "retrieval-params" (type $params))
   (type $fs (record (field "score" float64) (field "rank" u32)))
   (export $fs-e "facet-score" (type $fs))
