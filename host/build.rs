@@ -22,6 +22,10 @@ fn main() {
         "plugin/src",
         "plugin/Cargo.toml",
         "plugin/build.rs",
+        // The plugin's own dependency, shared with the host: a stale copy
+        // would split text differently from the KB the host builds.
+        "text/src",
+        "text/Cargo.toml",
         "wit",
         "Cargo.lock",
         "Cargo.toml",
