@@ -284,6 +284,7 @@ pub fn run(cli: Cli) -> Result<()> {
                             "r1": m.r1, "r5": m.r5, "r10": m.r10, "mrr": m.mrr,
                             "len_r1": m.len_r1, "len_r5": m.len_r5, "len_r10": m.len_r10, "len_mrr": m.len_mrr,
                             "augmented": m.augmented, "augmented_and_hit": m.augmented_and_hit,
+                            "injected_precision": m.injected_precision,
                         })
                     })
                     .collect();

@@ -45,6 +45,9 @@ pub struct SetMetrics {
     pub augmented: f64,
     /// Share of tasks augmented with a lenient hit among the injected CWEs.
     pub augmented_and_hit: f64,
+    /// Of the CWEs injected into tasks with a gold CWE, the share that are
+    /// lenient hits: how much of the injected knowledge is on the point.
+    pub injected_precision: f64,
 }
 
 fn parse_task(line: &str, path: &Path, n: usize) -> Result<Task> {
@@ -166,6 +169,7 @@ pub fn score(
     };
     let mut augmented = 0usize;
     let mut augmented_and_hit = 0usize;
+    let (mut injected_into_positives, mut injected_hits) = (0usize, 0usize);
     for (task, outcome) in tasks.iter().zip(outcomes) {
         let strict = |c: &u32| task.gold.contains(c);
         let lenient = |c: &u32| {
@@ -185,6 +189,8 @@ pub fn score(
             continue;
         }
         m.positives += 1;
+        injected_into_positives += outcome.injected.len();
+        injected_hits += outcome.injected.iter().filter(|c| lenient(c)).count();
         let rank = outcome.ranking.iter().position(strict);
         let len_rank = outcome.ranking.iter().position(lenient);
         for (rank, r1, r5, r10, mrr) in [
@@ -221,6 +227,7 @@ pub fn score(
     let n = m.n.max(1) as f64;
     m.augmented = augmented as f64 / n;
     m.augmented_and_hit = augmented_and_hit as f64 / n;
+    m.injected_precision = injected_hits as f64 / injected_into_positives.max(1) as f64;
     m
 }
 
@@ -260,11 +267,12 @@ pub fn run(runtime: &PluginRuntime, config: &Config, files: &[PathBuf]) -> Resul
 }
 
 /// The rows as a Markdown table. Recall columns are over the tasks with a
-/// gold CWE; `aug` is over all tasks (for a negative set, the false-augmentation rate).
+/// gold CWE; `aug` is over all tasks (for a negative set, the false-augmentation rate);
+/// `inj-prec` is over the CWEs injected into tasks with a gold CWE.
 pub fn table(rows: &[SetMetrics]) -> String {
     let mut out = String::from(
-        "| set | n | R@1 | R@5 | R@10 | MRR | len-R@1 | len-R@5 | len-R@10 | len-MRR | aug | aug&len-hit |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| set | n | R@1 | R@5 | R@10 | MRR | len-R@1 | len-R@5 | len-R@10 | len-MRR | aug | aug&len-hit | inj-prec |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in rows {
         let recall = |v: f64| {
@@ -276,7 +284,7 @@ pub fn table(rows: &[SetMetrics]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {} |",
             m.name,
             m.n,
             recall(m.r1),
@@ -289,6 +297,7 @@ pub fn table(rows: &[SetMetrics]) -> String {
             recall(m.len_mrr),
             m.augmented,
             recall(m.augmented_and_hit),
+            recall(m.injected_precision),
         );
     }
     out
@@ -337,6 +346,9 @@ mod tests {
         assert_eq!(m.len_r1, 0.5, "943 is a parent of 89");
         assert!((m.augmented - 2.0 / 3.0).abs() < 1e-9);
         assert!((m.augmented_and_hit - 1.0 / 3.0).abs() < 1e-9);
+        // 943 was injected into a positive and is a hit; 22 went to the
+        // negative, which has nothing to hit.
+        assert_eq!(m.injected_precision, 1.0);
     }
 
     #[test]

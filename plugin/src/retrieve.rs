@@ -52,6 +52,13 @@ use crate::{
 /// within them).
 const FACET_CANDIDATES: usize = 20;
 
+/// The semantic and scenario facets (and the ordinary-task gate, which
+/// uses the scenario scores) need a query of at least this many terms: a
+/// one-word query's embedding is that word's vector, and its cosines are
+/// word associations ("Return the sum of a and b" is the one term "add",
+/// whose nearest scenarios were CSRF's). The lexical facet still sees it.
+const MIN_DENSE_TERMS: usize = 2;
+
 /// How many of a CWE's closest scenarios the scenario facet averages: one
 /// lucky match is weaker evidence than a few (measured 1, 2, 3, 5: EVAL.md).
 const SCENARIO_NEIGHBOURS: u32 = 3;
@@ -447,10 +454,9 @@ pub fn augment(
     let mut semantic_terms = terms.clone();
     add_terms(&mut semantic_terms, cause_terms);
     let query_vector = caps.embed(&semantic_terms.join(" "));
-    let query_blob = query_vector
-        .iter()
-        .any(|x| *x != 0.0)
-        .then(|| vector_blob(&query_vector));
+    let query_blob = (semantic_terms.len() >= MIN_DENSE_TERMS
+        && query_vector.iter().any(|x| *x != 0.0))
+    .then(|| vector_blob(&query_vector));
     let view = LanguageView::read(caps, query_blob.as_deref(), &language)?;
     let mut candidates: Vec<Candidate> = Vec::new();
     lexical_facet(
@@ -1600,6 +1606,34 @@ mod tests {
             .find(|(sql, _)| sql == LANGUAGE_SQL)
             .expect("the language's weaknesses are read");
         assert_eq!(language_params[0], SqlValue::Null);
+    }
+
+    #[test]
+    fn a_one_word_query_reaches_only_the_lexical_facet() {
+        let kb = FakeKb {
+            semantic: vec![semantic(352, 0.9)],
+            scenarios: vec![(352, 0.9)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let out = augment(
+            &kb,
+            &facets("def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\""),
+            &params(),
+        )
+        .unwrap();
+        assert!(out.augmentation.is_none() && out.candidates.is_empty());
+        let queries = kb.queries.borrow();
+        assert!(queries.iter().all(|(sql, _)| sql != SCENARIO_SQL));
+        let (_, language_params) = queries
+            .iter()
+            .find(|(sql, _)| sql == LANGUAGE_SQL)
+            .expect("the language's weaknesses are read");
+        assert_eq!(language_params[0], SqlValue::Null, "no query vector");
+        drop(queries);
+        // Two words are a query.
+        let out = augment(&kb, &facets("add users"), &params()).unwrap();
+        assert_eq!(ids(&out.augmentation.unwrap().cwes), ["CWE-352"]);
     }
 
     #[test]
