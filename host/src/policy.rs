@@ -139,16 +139,22 @@ impl Decision {
     }
 }
 
-/// Verbs of asking for code ("translate" is not one: it is mostly asked of
-/// prose; "translate this function to Go" still names a noun and a
-/// language). Broad on purpose: the gate wants two signals of four (with a
-/// noun, a named language or an API), and the retrieval thresholds
-/// and the ordinary-task gate, not this list, decide whether a coding task
-/// gets knowledge.
+/// The verbs that ask for code to be written, also inside a question ("can
+/// you write..."); "translate" is not one: it is mostly asked of prose
+/// ("translate this function to Go" still names a noun and a language).
 #[rustfmt::skip]
-const CODING_VERBS: &[&str] = &[
+const ASKING_FOR_CODE: &[&str] = &[
     "write", "implement", "create", "generate", "build", "code", "fix", "refactor", "complete",
     "develop", "program", "add", "modify", "update", "rewrite", "port", "make",
+];
+
+/// Verbs of what the code asked for does. With [`ASKING_FOR_CODE`] they are
+/// the verb signal: broad on purpose, since the gate wants two signals of
+/// four (with a noun, a named language or an API), and the retrieval
+/// thresholds and the ordinary-task gate, not these lists, decide whether a
+/// coding task gets knowledge.
+#[rustfmt::skip]
+const CODE_ACTION_VERBS: &[&str] = &[
     "parse", "read", "load", "save", "store", "send", "fetch", "download", "upload", "encrypt",
     "decrypt", "hash", "validate", "convert", "compute", "calculate", "override", "extend",
     "configure", "deploy", "serialize", "deserialize", "export", "import", "connect", "render",
@@ -161,27 +167,6 @@ const CODING_VERBS: &[&str] = &[
 const QUESTION_OPENERS: &[&str] = &[
     "what", "whats", "why", "which", "who", "when", "where", "is", "are", "does", "do", "should",
     "explain", "describe",
-];
-
-/// The verbs that ask for code even inside a question ("can you write...").
-const ASKING_FOR_CODE: &[&str] = &[
-    "write",
-    "implement",
-    "create",
-    "generate",
-    "build",
-    "code",
-    "fix",
-    "refactor",
-    "complete",
-    "develop",
-    "program",
-    "add",
-    "modify",
-    "update",
-    "rewrite",
-    "port",
-    "make",
 ];
 
 /// Nouns of the things code is made of (not "model", "job", "template" or
@@ -243,7 +228,7 @@ pub fn looks_like_code_generation(facets: &RequestFacets) -> bool {
     nouns.sort_unstable();
     nouns.dedup();
     let signals = [
-        has(CODING_VERBS),
+        has(ASKING_FOR_CODE) || has(CODE_ACTION_VERBS),
         !nouns.is_empty(),
         facets.language.is_some(),
         names_an_api(&facets.task),
