@@ -453,10 +453,10 @@ pub fn augment(
     // embedding of a whole prompt is dominated by its boilerplate (EVAL.md).
     let mut semantic_terms = terms.clone();
     add_terms(&mut semantic_terms, cause_terms);
-    let query_vector = caps.embed(&semantic_terms.join(" "));
-    let query_blob = (semantic_terms.len() >= MIN_DENSE_TERMS
-        && query_vector.iter().any(|x| *x != 0.0))
-    .then(|| vector_blob(&query_vector));
+    let query_blob = (semantic_terms.len() >= MIN_DENSE_TERMS)
+        .then(|| caps.embed(&semantic_terms.join(" ")))
+        .filter(|vector| vector.iter().any(|x| *x != 0.0))
+        .map(|vector| vector_blob(&vector));
     let view = LanguageView::read(caps, query_blob.as_deref(), &language)?;
     let mut candidates: Vec<Candidate> = Vec::new();
     lexical_facet(
@@ -1631,6 +1631,7 @@ mod tests {
             .expect("the language's weaknesses are read");
         assert_eq!(language_params[0], SqlValue::Null, "no query vector");
         drop(queries);
+        assert!(kb.embedded.borrow().is_empty(), "nothing embedded");
         // Two words are a query.
         let out = augment(&kb, &facets("add users"), &params()).unwrap();
         assert_eq!(ids(&out.augmentation.unwrap().cwes), ["CWE-352"]);
