@@ -408,27 +408,23 @@ fn collect(
             wanted.entry(id).or_default().insert(reason);
         }
     };
+    let missing_view = |view: u32, list: &str| Error::KbSource {
+        path: xml_path.clone(),
+        message: format!("the catalog has no view {view} ({list})"),
+    };
     add(&mut TOP25_2024.into_iter(), ScopeReason::Top25);
     for view in sources::TOP25_VIEWS {
         let members = catalog
             .view_members
             .get(&view)
-            .ok_or_else(|| Error::KbSource {
-                path: xml_path.clone(),
-                message: format!("the catalog has no view {view} (a CWE Top 25 list)"),
-            })?;
+            .ok_or_else(|| missing_view(view, "a CWE Top 25 list"))?;
         add(&mut members.iter().copied(), ScopeReason::Top25Past);
     }
     if opts.owasp_top10 {
+        let view = sources::OWASP_TOP10_2021_VIEW;
         let owasp = catalog
-            .view_weaknesses(sources::OWASP_TOP10_2021_VIEW)
-            .ok_or_else(|| Error::KbSource {
-                path: xml_path.clone(),
-                message: format!(
-                    "the catalog has no view {} (the OWASP Top Ten 2021)",
-                    sources::OWASP_TOP10_2021_VIEW
-                ),
-            })?;
+            .view_weaknesses(view)
+            .ok_or_else(|| missing_view(view, "the OWASP Top Ten 2021"))?;
         add(&mut owasp.into_iter(), ScopeReason::OwaspTop10);
     }
     add(
