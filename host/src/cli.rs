@@ -443,6 +443,7 @@ fn hit_json(hit: &crate::runtime::CweHit) -> serde_json::Value {
         "lexical": facet(&hit.lexical),
         "semantic": facet(&hit.semantic),
         "scenario": facet(&hit.scenario),
+        "classifier": facet(&hit.classifier),
         "via": hit.via,
     })
 }

@@ -346,6 +346,10 @@ pub struct RetrievalConfig {
     /// Scenario facet threshold: mean cosine similarity of the request to
     /// the CWE's closest developer scenarios.
     pub scenario_threshold: f64,
+    /// Classifier facet threshold: the probability the KB's
+    /// logistic-regression model gives the CWE (softmax over every
+    /// weakness and the ordinary coding tasks).
+    pub classifier_threshold: f64,
     /// Augment only when the best CWE's scenario score exceeds the
     /// request's score against ordinary coding tasks by more than this
     /// (cosine difference; -2 turns the gate off).
@@ -363,6 +367,7 @@ pub struct RetrievalConfig {
     pub lexical_weight: f64,
     pub semantic_weight: f64,
     pub scenario_weight: f64,
+    pub classifier_weight: f64,
     /// Let an in-scope parent or child stand in for a semantic hit on a
     /// weakness the knowledge base has no guideline for.
     pub hierarchy_walk: bool,
@@ -377,10 +382,11 @@ impl Default for RetrievalConfig {
         Self {
             mode: RetrievalMode::Fast,
             top_k: 4,
-            lexical_threshold: 3.6,
-            semantic_threshold: 0.58,
-            scenario_threshold: 0.53,
-            ordinary_margin: -0.04,
+            lexical_threshold: 3.4,
+            semantic_threshold: 0.60,
+            scenario_threshold: 0.54,
+            classifier_threshold: 0.05,
+            ordinary_margin: -0.06,
             fusion: FusionMethod::ScoreMargin,
             rrf_k: 60,
             score_fusion_base: 2.0,
@@ -388,6 +394,7 @@ impl Default for RetrievalConfig {
             lexical_weight: 1.0,
             semantic_weight: 1.0,
             scenario_weight: 1.0,
+            classifier_weight: 1.0,
             hierarchy_walk: false,
             max_chars: 6_000,
             full: FullModeConfig::default(),
@@ -555,10 +562,12 @@ impl Config {
             ("lexical_threshold", r.lexical_threshold),
             ("semantic_threshold", r.semantic_threshold),
             ("scenario_threshold", r.scenario_threshold),
+            ("classifier_threshold", r.classifier_threshold),
             ("ordinary_margin", r.ordinary_margin),
             ("lexical_weight", r.lexical_weight),
             ("semantic_weight", r.semantic_weight),
             ("scenario_weight", r.scenario_weight),
+            ("classifier_weight", r.classifier_weight),
             ("score_fusion_base", r.score_fusion_base),
         ] {
             if !value.is_finite() {
@@ -571,7 +580,11 @@ impl Config {
                     .into(),
             );
         }
-        if r.lexical_weight < 0.0 || r.semantic_weight < 0.0 || r.scenario_weight < 0.0 {
+        if r.lexical_weight < 0.0
+            || r.semantic_weight < 0.0
+            || r.scenario_weight < 0.0
+            || r.classifier_weight < 0.0
+        {
             return bad("retrieval weights must not be negative".into());
         }
         if r.full.timeout_ms == 0

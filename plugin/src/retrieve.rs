@@ -13,7 +13,12 @@
 //! - scenario: the same embedding against developer scenarios, coding
 //!   requests in which each CWE is a natural risk (KB table scenario): a CWE
 //!   scores the mean cosine of its SCENARIO_NEIGHBOURS closest scenarios, so
-//!   a task can reach a weakness whose own text shares no word with it.
+//!   a task can reach a weakness whose own text shares no word with it;
+//! - classifier: the same embedding through the KB's logistic-regression
+//!   model (trained at build time on every scenario and code-pair task
+//!   text, ordinary coding tasks as a class of their own): a CWE scores
+//!   its softmax probability, which weighs it against every other
+//!   weakness at once where the scenario facet looks at each alone.
 //!
 //! Each facet ranks its candidates and votes for those within rank-cut that
 //! score above its threshold; a CWE no facet votes for is not injected, and
@@ -52,7 +57,13 @@ use crate::{
 /// within them).
 const FACET_CANDIDATES: usize = 20;
 
-/// The semantic and scenario facets (and the ordinary-task gate, which
+/// The classifier facet's model (KB table cwe_classifier, at most one
+/// row): class ids, their biases, and their weights scored against the
+/// query vector (?1) by the host's vector_scores.
+pub const CLASSIFIER_SQL: &str =
+    "SELECT c.classes, c.biases, vector_scores(c.weights, ?1) FROM cwe_classifier c";
+
+/// The semantic, scenario and classifier facets (and the ordinary-task gate, which
 /// uses the scenario scores) need a query of at least this many terms: a
 /// one-word query's embedding is that word's vector, and its cosines are
 /// word associations ("Return the sum of a and b" is the one term "add",
@@ -203,6 +214,7 @@ struct Candidate {
     lexical: Option<FacetScore>,
     semantic: Option<FacetScore>,
     scenario: Option<FacetScore>,
+    classifier: Option<FacetScore>,
     via: Option<String>,
 }
 
@@ -240,6 +252,33 @@ impl Candidate {
             heads.scenario,
             params.scenario_weight,
             params.scenario_threshold,
+        ) + vote(
+            &self.classifier,
+            heads.classifier,
+            params.classifier_weight,
+            params.classifier_threshold,
+        )
+    }
+
+    /// Whether a facet that may trigger augmentation (all but the
+    /// classifier) votes for this CWE: score above its threshold within
+    /// the rank cut, with a weight.
+    fn triggers(&self, params: &RetrievalParams) -> bool {
+        let votes = |facet: &Option<FacetScore>, weight: f64, threshold: f64| {
+            weight > 0.0 && facet.is_some_and(|f| f.rank <= params.rank_cut && f.score > threshold)
+        };
+        votes(
+            &self.lexical,
+            params.lexical_weight,
+            params.lexical_threshold,
+        ) || votes(
+            &self.semantic,
+            params.semantic_weight,
+            params.semantic_threshold,
+        ) || votes(
+            &self.scenario,
+            params.scenario_weight,
+            params.scenario_threshold,
         )
     }
 
@@ -251,6 +290,7 @@ impl Candidate {
             lexical: self.lexical,
             semantic: self.semantic,
             scenario: self.scenario,
+            classifier: self.classifier,
             via: self.via.clone(),
         }
     }
@@ -295,12 +335,13 @@ impl Head {
     }
 }
 
-/// The three facets' heads for one request.
+/// The facets' heads for one request.
 #[derive(Debug, Clone, Copy, Default)]
 struct Heads {
     lexical: Head,
     semantic: Head,
     scenario: Head,
+    classifier: Head,
 }
 
 impl Heads {
@@ -318,6 +359,7 @@ impl Heads {
             lexical: head(|c| c.lexical),
             semantic: head(|c| c.semantic),
             scenario: head(|c| c.scenario),
+            classifier: head(|c| c.classifier),
         }
     }
 }
@@ -499,6 +541,18 @@ pub fn augment(
         }
         scenario_facet(scenarios.ranking, &mut candidates);
     }
+    if let Some(blob) = query_blob
+        .as_ref()
+        .filter(|_| params.classifier_weight > 0.0)
+    {
+        classifier_facet(
+            caps,
+            blob,
+            &view,
+            &|id| in_policy(params, id),
+            &mut candidates,
+        )?;
+    }
 
     let heads = Heads::of(&candidates, params.rank_cut);
     let mut ranked: Vec<(f64, &Candidate)> = candidates
@@ -512,10 +566,15 @@ pub fn augment(
     // the facets' thresholds alone must also keep such tasks out, and so
     // sit higher than the security tasks need (EVAL.md).
     let ordinary_like = ordinary_gap.is_some_and(|gap| gap <= params.ordinary_margin);
+    // The classifier helps choose which weaknesses, never whether: as a
+    // trigger it fires on ordinary tasks unlike its training texts, and at
+    // the false-augmentation rate of the others it adds no security task
+    // they miss (EVAL.md, "Classifier facet").
+    let triggered = candidates.iter().any(|c| c.triggers(params));
     let mut injected: Vec<(f64, &Candidate)> = candidates
         .iter()
         .map(|c| (c.fused(params, &heads, true), c))
-        .filter(|(score, _)| *score > 0.0 && !ordinary_like)
+        .filter(|(score, _)| *score > 0.0 && triggered && !ordinary_like)
         .collect();
     sort_fused(&mut injected);
     injected.truncate(params.top_k as usize);
@@ -711,6 +770,7 @@ fn lexical_facet(
             }),
             semantic: None,
             scenario: None,
+            classifier: None,
             via: None,
         });
     }
@@ -803,6 +863,68 @@ fn rank_scenarios(
 }
 
 /// Merges the scenario facet's ranking into the candidates.
+/// Ranks the language's weaknesses by the classifier's probability: a
+/// softmax over all of the model's classes (the ordinary tasks and the
+/// weaknesses of other languages included, so a request that reads like
+/// an ordinary task leaves every weakness a small probability). A KB
+/// without a model has no such facet.
+fn classifier_facet(
+    caps: &dyn Capabilities,
+    query: &[u8],
+    view: &LanguageView,
+    in_policy: &dyn Fn(i64) -> bool,
+    candidates: &mut Vec<Candidate>,
+) -> Result<(), PluginError> {
+    let rows = caps
+        .query(CLASSIFIER_SQL, &[SqlValue::Blob(query.to_vec())])
+        .map_err(PluginError::Kb)?;
+    let schema = |what: &str| PluginError::Schema(format!("cwe_classifier: {what}"));
+    let row = match rows.as_slice() {
+        [] => return Ok(()),
+        [row] => row,
+        _ => return Err(schema(&format!("{} rows", rows.len()))),
+    };
+    let [
+        SqlValue::Blob(classes),
+        SqlValue::Blob(biases),
+        SqlValue::Blob(products),
+    ] = row.as_slice()
+    else {
+        return Err(schema(&format!("unexpected row {row:?}")));
+    };
+    let classes = text::packed::read_ids(classes).ok_or_else(|| schema("classes"))?;
+    let biases = text::packed::read_scores(biases).ok_or_else(|| schema("biases"))?;
+    let products = text::packed::read_scores(products).ok_or_else(|| schema("weights"))?;
+    if biases.len() != classes.len() || products.len() != classes.len() {
+        return Err(schema(&format!(
+            "{} classes, {} biases, {} weight rows",
+            classes.len(),
+            biases.len(),
+            products.len()
+        )));
+    }
+    let logits: Vec<f64> = biases.iter().zip(&products).map(|(b, p)| b + p).collect();
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+    let mut ranked: Vec<(i64, f64)> = classes
+        .iter()
+        .zip(&logits)
+        .filter(|(id, _)| {
+            **id != i64::from(text::packed::ORDINARY_TASKS) && view.admits(**id) && in_policy(**id)
+        })
+        .map(|(id, logit)| (*id, (logit - max).exp() / total))
+        .collect();
+    ranked.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
+    ranked.truncate(FACET_CANDIDATES);
+    for (rank, (id, probability)) in ranked.into_iter().enumerate() {
+        candidate(candidates, id).classifier = Some(FacetScore {
+            score: probability,
+            rank: rank as u32 + 1,
+        });
+    }
+    Ok(())
+}
+
 fn scenario_facet(ranking: Vec<(i64, f64)>, candidates: &mut Vec<Candidate>) {
     for (rank, (id, score)) in ranking.into_iter().enumerate() {
         let score = Some(FacetScore {
@@ -823,6 +945,7 @@ fn candidate(candidates: &mut Vec<Candidate>, id: i64) -> &mut Candidate {
                 lexical: None,
                 semantic: None,
                 scenario: None,
+                classifier: None,
                 via: None,
             });
             candidates.last_mut().expect("just pushed")
@@ -1202,6 +1325,8 @@ mod tests {
         scenarios: Vec<(i64, f64)>,
         /// Rows of the scenario query instead, when set.
         raw_scenario_rows: Option<Vec<Vec<SqlValue>>>,
+        /// (class, logit) of the classifier's model; no model when empty.
+        classifier: Vec<(i64, f64)>,
         /// The language's in-scope weaknesses; by default every CWE above.
         language_cwes: Option<Vec<i64>>,
         /// Rows of the hierarchy walk's query (SEMANTIC_ALL_SQL).
@@ -1236,7 +1361,9 @@ mod tests {
                         .iter()
                         .chain(&self.semantic)
                         .chain(&self.scenarios)
+                        .chain(&self.classifier)
                         .map(|(id, _)| *id)
+                        .filter(|id| *id != 0)
                         .collect()
                 });
                 cwes.sort();
@@ -1269,6 +1396,23 @@ mod tests {
                 vec![vec![SqlValue::Blob(text::packed::write_postings(
                     &self.scenarios,
                 ))]]
+            } else if sql == CLASSIFIER_SQL {
+                assert!(matches!(params[0], SqlValue::Blob(_)), "a query vector");
+                if self.classifier.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Biases carry the logits; the weights score 0.
+                vec![vec![
+                    SqlValue::Blob(text::packed::write_ids(
+                        self.classifier.iter().map(|(id, _)| *id),
+                    )),
+                    SqlValue::Blob(text::packed::write_scores(
+                        self.classifier.iter().map(|(_, logit)| *logit),
+                    )),
+                    SqlValue::Blob(text::packed::write_scores(
+                        self.classifier.iter().map(|_| 0.0),
+                    )),
+                ]]
             } else if sql == SEMANTIC_ALL_SQL {
                 self.walk.clone()
             } else if sql == NEIGHBOURS_SQL {
@@ -1404,6 +1548,7 @@ mod tests {
             lexical_threshold: 3.0,
             semantic_threshold: 0.6,
             scenario_threshold: 0.6,
+            classifier_threshold: 0.1,
             ordinary_margin: -2.0,
             fusion: Fusion::ScoreMargin,
             rrf_k: 60,
@@ -1412,6 +1557,7 @@ mod tests {
             lexical_weight: 1.0,
             semantic_weight: 1.0,
             scenario_weight: 1.0,
+            classifier_weight: 1.0,
             hierarchy_walk: false,
             max_chars: 4000,
             cwe_scope: vec![],
@@ -1809,6 +1955,160 @@ mod tests {
     }
 
     #[test]
+    fn the_classifier_ranks_weaknesses_by_their_softmax_probability() {
+        // Logits: ordinary tasks 1, CWE-918 3, CWE-79 2, CWE-89 0; the
+        // scenario facet votes for CWE-352, which triggers augmentation.
+        let kb = FakeKb {
+            classifier: vec![(0, 1.0), (79, 2.0), (89, 0.0), (918, 3.0)],
+            scenarios: vec![(352, 0.65)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let total: f64 = [1.0f64, 2.0, 0.0, 3.0].iter().map(|l| l.exp()).sum();
+        let mut p = params();
+        p.top_k = 4;
+        let a = augmented(&kb, &facets("fetch the page at the link"), &p);
+        // Above the 0.1 threshold: 918 (0.64) and 79 (0.24); not 89 (0.03).
+        assert_eq!(ids(&a.cwes), ["CWE-918", "CWE-79", "CWE-352"]);
+        let top = a.cwes[0].classifier.unwrap();
+        assert_eq!(top.rank, 1);
+        assert!((top.score - 3f64.exp() / total).abs() < 1e-12, "{top:?}");
+        assert!(a.cwes[0].scenario.is_none() && a.cwes[0].lexical.is_none());
+        let out = augment(&kb, &facets("fetch the page at the link"), &params()).unwrap();
+        assert_eq!(
+            ids(&out.candidates),
+            ["CWE-918", "CWE-79", "CWE-352", "CWE-89"]
+        );
+        assert!(
+            out.candidates.iter().all(|c| c.id != "CWE-0"),
+            "ordinary tasks are no candidate"
+        );
+        assert_eq!(out.candidates[3].classifier.unwrap().rank, 3);
+    }
+
+    #[test]
+    fn the_classifier_alone_never_triggers_augmentation() {
+        // CWE-918 takes 88% of the probability, far above the threshold,
+        // but no other facet votes: the request is ranked, not augmented.
+        let kb = FakeKb {
+            classifier: vec![(0, 0.0), (79, 1.0), (918, 3.0)],
+            scenarios: vec![(918, 0.5)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let out = augment(&kb, &facets("fetch the page at the link"), &params()).unwrap();
+        assert!(out.augmentation.is_none());
+        assert_eq!(ids(&out.candidates), ["CWE-918", "CWE-79"]);
+        assert!(out.candidates[0].classifier.unwrap().score > 0.8);
+        // A scenario score over its threshold (0.6) is a trigger; the
+        // classifier's vote then counts for 79 too.
+        let kb = FakeKb {
+            scenarios: vec![(918, 0.65)],
+            ..kb
+        };
+        let a = augmented(&kb, &facets("fetch the page at the link"), &params());
+        assert_eq!(ids(&a.cwes), ["CWE-918", "CWE-79"]);
+    }
+
+    #[test]
+    fn a_request_the_classifier_reads_as_ordinary_gets_no_classifier_vote() {
+        // The ordinary class takes almost all of the probability: every
+        // weakness stays under the threshold, though 79 ranks first.
+        let kb = FakeKb {
+            classifier: vec![(0, 6.0), (79, 2.0), (89, 1.0)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let out = augment(&kb, &facets(TASK), &params()).unwrap();
+        assert!(out.augmentation.is_none());
+        assert_eq!(ids(&out.candidates), ["CWE-79", "CWE-89"]);
+        assert!(out.candidates[0].classifier.unwrap().score < 0.02);
+    }
+
+    #[test]
+    fn the_classifier_facet_respects_language_and_policy_and_can_be_off() {
+        let kb = FakeKb {
+            classifier: vec![(0, 0.0), (78, 3.0), (89, 2.0), (125, 2.5)],
+            language_cwes: Some(vec![78, 89]),
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.cwe_scope = vec![89, 125];
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        // 125 is not a weakness of the language, 78 not in the policy scope;
+        // both still share the probability (a softmax over every class).
+        assert_eq!(ids(&out.candidates), ["CWE-89"]);
+        let total: f64 = [0.0f64, 3.0, 2.0, 2.5].iter().map(|l| l.exp()).sum();
+        let score = out.candidates[0].classifier.unwrap().score;
+        assert!((score - 2f64.exp() / total).abs() < 1e-12);
+
+        p.classifier_weight = 0.0;
+        kb.queries.borrow_mut().clear();
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        assert!(out.candidates.is_empty());
+        assert!(
+            kb.queries
+                .borrow()
+                .iter()
+                .all(|(sql, _)| sql != CLASSIFIER_SQL),
+            "a facet that cannot count is not computed"
+        );
+    }
+
+    #[test]
+    fn a_kb_without_a_classifier_or_with_a_broken_one() {
+        // No model row: the other facets work as before.
+        let kb = FakeKb {
+            scenarios: vec![(918, 0.7)],
+            vector: vec![1.0; 4],
+            ..FakeKb::default()
+        };
+        let a = augmented(&kb, &facets("fetch the page at the link"), &params());
+        assert_eq!(ids(&a.cwes), ["CWE-918"]);
+        assert!(a.cwes[0].classifier.is_none());
+        // A model whose columns disagree is a schema error, not a guess.
+        struct Broken(FakeKb);
+        impl Capabilities for Broken {
+            fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, String> {
+                if sql == CLASSIFIER_SQL {
+                    return Ok(vec![vec![
+                        SqlValue::Blob(text::packed::write_ids([0, 89])),
+                        SqlValue::Blob(text::packed::write_scores([0.0])),
+                        SqlValue::Blob(text::packed::write_scores([0.0, 0.0])),
+                    ]]);
+                }
+                self.0.query(sql, params)
+            }
+            fn extract_calls(&self, language: &str, source: &str) -> Vec<String> {
+                self.0.extract_calls(language, source)
+            }
+            fn embed(&self, text: &str) -> Vec<f32> {
+                self.0.embed(text)
+            }
+            fn complete(&self, prompt: &str, max_tokens: u32) -> Result<String, String> {
+                self.0.complete(prompt, max_tokens)
+            }
+            fn debug(&self, message: &str) {
+                self.0.debug(message)
+            }
+            fn warn(&self, message: &str) {
+                self.0.warn(message)
+            }
+        }
+        let err = augment(
+            &Broken(kb),
+            &facets("fetch the page at the link"),
+            &params(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Schema(m) if m.contains("2 classes, 1 biases")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_parent_or_child_stands_in_for_a_strong_hit_outside_the_kb() {
         let walk_row = |id: i64, sim: f64, in_scope: i64| {
             vec![
@@ -2017,6 +2317,7 @@ mod tests {
             lexical: None,
             semantic: None,
             scenario: None,
+            classifier: None,
             via: None,
         };
         let rows = example_rows(

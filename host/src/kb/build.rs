@@ -976,6 +976,7 @@ pub(crate) fn write_kb(
 
         write_example_pools(&tx, &content.examples, embedder)?;
         write_scenarios(&tx, &content.scenarios, embedder)?;
+        write_classifier(&tx, &content.cwes, &content.scenarios, embedder)?;
 
         let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;
         let mut apis = content.apis.clone();
@@ -1081,6 +1082,65 @@ fn write_scenarios(
     tx.execute(
         "INSERT INTO scenario_index (cwes, scales, vectors) VALUES (?1, ?2, ?3)",
         params![rescue_text::packed::write_ids(cwes), scales, vectors],
+    )?;
+    Ok(())
+}
+
+/// The `cwe_classifier` row: the model trained on every task text of the
+/// KB, embedded as the plugin embeds a request: each scenario (ordinary
+/// tasks as their own class) and each code-pair task description of an
+/// in-scope weakness, labelled with its CWE.
+fn write_classifier(
+    tx: &rusqlite::Transaction<'_>,
+    cwes: &[CweRow],
+    scenarios: &[ScenarioRow],
+    embedder: &Embedder,
+) -> rusqlite::Result<()> {
+    let scenario_texts = scenarios.iter().map(|s| (s.cwe, s.task.as_str()));
+    let pair_tasks = cwes
+        .iter()
+        .filter(|c| c.in_scope)
+        .flat_map(|c| c.tasks.lines().map(move |task| (c.id, task)));
+    let mut samples: Vec<(u32, Vec<f32>)> = scenario_texts
+        .chain(pair_tasks)
+        .map(|(cwe, text)| (cwe, embedder.embed(&rescue_text::terms(text).join(" "))))
+        .filter(|(_, vector)| vector.iter().any(|x| *x != 0.0))
+        .collect();
+    // Training visits samples in this order; sorting makes the model a
+    // function of the set of texts, not of the order they were read in.
+    samples.sort_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            a.1.iter()
+                .zip(&b.1)
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    let Some(model) = rescue_learn::train(&samples, rescue_learn::REGULARISATION) else {
+        tracing::info!(
+            samples = samples.len(),
+            "no classifier: fewer than two classes of task texts"
+        );
+        return Ok(());
+    };
+    tracing::info!(
+        samples = samples.len(),
+        classes = model.classes.len(),
+        iterations = model.iterations,
+        "trained the classifier facet's model"
+    );
+    tx.execute(
+        "INSERT INTO cwe_classifier (classes, biases, weights) VALUES (?1, ?2, ?3)",
+        params![
+            rescue_text::packed::write_ids(model.classes.iter().map(|&c| i64::from(c))),
+            rescue_text::packed::write_scores(model.biases.iter().copied()),
+            model
+                .weights
+                .iter()
+                .flat_map(|row| embed::to_f16_le_bytes(row))
+                .collect::<Vec<u8>>(),
+        ],
     )?;
     Ok(())
 }

@@ -557,6 +557,11 @@ mod tests {
         assert_eq!(ids.len() / 4, scenarios as usize);
         assert_eq!(scales.len() / 4, scenarios as usize);
         assert_eq!(vectors.len(), scenarios as usize * crate::embed::DIM);
+        // The classifier knows every in-scope weakness and the ordinary tasks.
+        let classes: Vec<u8> = one(&conn, "SELECT classes FROM cwe_classifier");
+        let classes = rescue_text::packed::read_ids(&classes).unwrap();
+        assert_eq!(classes.len(), report.cwes_in_scope + 1);
+        assert_eq!(classes[0], 0);
         let guideline: String = conn
             .query_row("SELECT guideline FROM cwe WHERE id = 89", [], |r| r.get(0))
             .unwrap();
@@ -842,6 +847,39 @@ mod tests {
         assert_eq!(rescue_text::packed::read_ids(&ids).unwrap(), [0, 78, 89]);
         assert_eq!(scales.len(), 3 * 4);
         assert_eq!(vectors.len(), 3 * crate::embed::DIM);
+        // The classifier's model: a class for the ordinary tasks and for
+        // every CWE with task texts (scenarios, pair tasks), and each
+        // scenario reads most like its own CWE.
+        let (classes, biases, weights): (Vec<u8>, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT classes, biases, weights FROM cwe_classifier",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let classes = rescue_text::packed::read_ids(&classes).unwrap();
+        let biases = rescue_text::packed::read_scores(&biases).unwrap();
+        assert!(
+            [0, 78, 89].iter().all(|c| classes.contains(c)),
+            "{classes:?}"
+        );
+        assert_eq!(biases.len(), classes.len());
+        assert_eq!(weights.len(), classes.len() * crate::embed::DIM * 2);
+        let embedder = crate::embed::Embedder::from_dir(&options.embeddings).unwrap();
+        for (cwe, task) in [
+            (78, "Run the ping tool on the host the user typed."),
+            (89, "Look up the customer whose name the caller passes in."),
+            (0, "Sort the scores in descending order."),
+        ] {
+            let query = embedder.embed(&rescue_text::terms(task).join(" "));
+            let products =
+                crate::embed::dot_rows_le_bytes(&weights, &crate::embed::to_le_bytes(&query))
+                    .unwrap();
+            let best = (0..classes.len())
+                .max_by(|&a, &b| (biases[a] + products[a]).total_cmp(&(biases[b] + products[b])))
+                .unwrap();
+            assert_eq!(classes[best], cwe, "{task}");
+        }
         let hashes: String = one(
             &conn,
             "SELECT value FROM kb_meta WHERE key = 'source_hashes'",

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -183,6 +183,23 @@ CREATE TABLE scenario_index (
   cwes BLOB NOT NULL,
   scales BLOB NOT NULL,
   vectors BLOB NOT NULL
+);
+
+-- The classifier facet's model (host/src/kb/classifier.rs; at most one
+-- row, none when the build had fewer than two classes of task texts):
+-- multinomial logistic regression from a request's embedding (the
+-- scenario matrix's treatment of text) to the weakness whose task texts
+-- (developer scenarios, code-pair task descriptions) it reads like, with
+-- the ordinary coding tasks as class 0. Class ids as packed u32
+-- (ascending), one bias each as packed f64 (rescue_text::packed scores),
+-- and one row of weights per class as half floats, concatenated in class
+-- order (scored by vector_scores(weights, ?) like cwe_language.vectors).
+-- The score of class k is bias[k] + weights[k] . query; a softmax over
+-- all classes turns the scores into probabilities.
+CREATE TABLE cwe_classifier (
+  classes BLOB NOT NULL,
+  biases BLOB NOT NULL,
+  weights BLOB NOT NULL
 );
 
 -- The lexical facet without FTS5 at serve time (host/src/kb/lexical.rs):

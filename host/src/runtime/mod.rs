@@ -57,6 +57,7 @@ impl RetrievalParams {
             lexical_threshold: config.lexical_threshold,
             semantic_threshold: config.semantic_threshold,
             scenario_threshold: config.scenario_threshold,
+            classifier_threshold: config.classifier_threshold,
             ordinary_margin: config.ordinary_margin,
             fusion: match config.fusion {
                 crate::config::FusionMethod::ReciprocalRank => Fusion::ReciprocalRank,
@@ -68,6 +69,7 @@ impl RetrievalParams {
             lexical_weight: config.lexical_weight,
             semantic_weight: config.semantic_weight,
             scenario_weight: config.scenario_weight,
+            classifier_weight: config.classifier_weight,
             hierarchy_walk: config.hierarchy_walk,
             max_chars: config.max_chars,
             cwe_scope,
@@ -783,11 +785,11 @@ mod tests {
   (export $mode-e "mode" (type $mode))
   (type $fusion (enum "reciprocal-rank" "score-margin"))
   (export $fusion-e "fusion" (type $fusion))
-  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "ordinary-margin" float64) (field "fusion" $fusion-e) (field "rrf-k" u32) (field "score-fusion-base" float64) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
+  (type $params (record (field "mode" $mode-e) (field "top-k" u32) (field "lexical-threshold" float64) (field "semantic-threshold" float64) (field "scenario-threshold" float64) (field "classifier-threshold" float64) (field "ordinary-margin" float64) (field "fusion" $fusion-e) (field "rrf-k" u32) (field "score-fusion-base" float64) (field "rank-cut" u32) (field "lexical-weight" float64) (field "semantic-weight" float64) (field "scenario-weight" float64) (field "classifier-weight" float64) (field "hierarchy-walk" bool) (field "max-chars" u32) (field "cwe-scope" (list u32)) (field "explain" bool)))
   (export $params-e "retrieval-params" (type $params))
   (type $fs (record (field "score" float64) (field "rank" u32)))
   (export $fs-e "facet-score" (type $fs))
-  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "scenario" (option $fs-e)) (field "via" (option string))))
+  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "scenario" (option $fs-e)) (field "classifier" (option $fs-e)) (field "via" (option string))))
   (export $hit-e "cwe-hit" (type $hit))
   (type $aug (record (field "text" string) (field "cwes" (list $hit-e)) (field "example-id" (option string))))
   (export $aug-e "augmentation" (type $aug))
