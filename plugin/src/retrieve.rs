@@ -219,67 +219,70 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// Each facet's standing with what the fusion needs of it: its head,
+    /// weight and threshold, and whether its vote may trigger augmentation
+    /// (all but the classifier's: EVAL.md, "Classifier facet").
+    fn facets(&self, params: &RetrievalParams, heads: &Heads) -> [FacetVote; 4] {
+        [
+            FacetVote {
+                standing: self.lexical,
+                head: heads.lexical,
+                weight: params.lexical_weight,
+                threshold: params.lexical_threshold,
+                triggers: true,
+            },
+            FacetVote {
+                standing: self.semantic,
+                head: heads.semantic,
+                weight: params.semantic_weight,
+                threshold: params.semantic_threshold,
+                triggers: true,
+            },
+            FacetVote {
+                standing: self.scenario,
+                head: heads.scenario,
+                weight: params.scenario_weight,
+                threshold: params.scenario_threshold,
+                triggers: true,
+            },
+            FacetVote {
+                standing: self.classifier,
+                head: heads.classifier,
+                weight: params.classifier_weight,
+                threshold: params.classifier_threshold,
+                triggers: false,
+            },
+        ]
+    }
+
     /// The thresholded fusion when `thresholded` is set (what gets
     /// injected): only a facet whose score passes its threshold votes; the
     /// plain fusion over the rank cut otherwise (the ranking reported for
     /// eval). Either way only the facets' first rank-cut candidates vote.
     fn fused(&self, params: &RetrievalParams, heads: &Heads, thresholded: bool) -> f64 {
-        let vote = |facet: &Option<FacetScore>, head: Head, weight: f64, threshold: f64| match facet
-        {
-            Some(f) if f.rank <= params.rank_cut && (!thresholded || f.score > threshold) => {
-                weight
+        self.facets(params, heads)
+            .iter()
+            .filter_map(|f| f.vote(params.rank_cut, thresholded).map(|s| (f, s)))
+            .map(|(f, standing)| {
+                f.weight
                     * match params.fusion {
                         Fusion::ReciprocalRank => {
-                            1.0 / (f64::from(params.rrf_k) + f64::from(f.rank))
+                            1.0 / (f64::from(params.rrf_k) + f64::from(standing.rank))
                         }
-                        Fusion::ScoreMargin => params.score_fusion_base + head.margin(f.score),
+                        Fusion::ScoreMargin => {
+                            params.score_fusion_base + f.head.margin(standing.score)
+                        }
                     }
-            }
-            _ => 0.0,
-        };
-        vote(
-            &self.lexical,
-            heads.lexical,
-            params.lexical_weight,
-            params.lexical_threshold,
-        ) + vote(
-            &self.semantic,
-            heads.semantic,
-            params.semantic_weight,
-            params.semantic_threshold,
-        ) + vote(
-            &self.scenario,
-            heads.scenario,
-            params.scenario_weight,
-            params.scenario_threshold,
-        ) + vote(
-            &self.classifier,
-            heads.classifier,
-            params.classifier_weight,
-            params.classifier_threshold,
-        )
+            })
+            .sum()
     }
 
-    /// Whether a facet that may trigger augmentation (all but the
-    /// classifier) votes for this CWE: score above its threshold within
-    /// the rank cut, with a weight.
-    fn triggers(&self, params: &RetrievalParams) -> bool {
-        let votes = |facet: &Option<FacetScore>, weight: f64, threshold: f64| {
-            weight > 0.0 && facet.is_some_and(|f| f.rank <= params.rank_cut && f.score > threshold)
-        };
-        votes(
-            &self.lexical,
-            params.lexical_weight,
-            params.lexical_threshold,
-        ) || votes(
-            &self.semantic,
-            params.semantic_weight,
-            params.semantic_threshold,
-        ) || votes(
-            &self.scenario,
-            params.scenario_weight,
-            params.scenario_threshold,
-        )
+    /// Whether a facet that may trigger augmentation votes for this CWE
+    /// above its threshold (with a weight: a facet weighted 0 is off).
+    fn triggers(&self, params: &RetrievalParams, heads: &Heads) -> bool {
+        self.facets(params, heads)
+            .iter()
+            .any(|f| f.triggers && f.weight > 0.0 && f.vote(params.rank_cut, true).is_some())
     }
 
     fn hit(&self, score: f64, name: &str) -> CweHit {
@@ -293,6 +296,24 @@ impl Candidate {
             classifier: self.classifier,
             via: self.via.clone(),
         }
+    }
+}
+
+/// One facet's part in a candidate's fusion.
+struct FacetVote {
+    standing: Option<FacetScore>,
+    head: Head,
+    weight: f64,
+    threshold: f64,
+    triggers: bool,
+}
+
+impl FacetVote {
+    /// The standing if it is a vote: within the rank cut and, when
+    /// `thresholded`, above the facet's threshold.
+    fn vote(&self, rank_cut: u32, thresholded: bool) -> Option<FacetScore> {
+        self.standing
+            .filter(|f| f.rank <= rank_cut && (!thresholded || f.score > self.threshold))
     }
 }
 
@@ -570,7 +591,7 @@ pub fn augment(
     // trigger it fires on ordinary tasks unlike its training texts, and at
     // the false-augmentation rate of the others it adds no security task
     // they miss (EVAL.md, "Classifier facet").
-    let triggered = candidates.iter().any(|c| c.triggers(params));
+    let triggered = candidates.iter().any(|c| c.triggers(params, &heads));
     let mut injected: Vec<(f64, &Candidate)> = candidates
         .iter()
         .map(|c| (c.fused(params, &heads, true), c))
