@@ -162,6 +162,23 @@ fn kb_queries(c: &mut Criterion) {
             .unwrap()
         })
     });
+    // ?1 query vector: every class of the classifier's model scored.
+    let classifier_params = [SqlValue::Blob(vector.clone())];
+    assert_eq!(
+        kb.query(retrieve::CLASSIFIER_SQL, &classifier_params)
+            .unwrap()
+            .len(),
+        1
+    );
+    group.bench_function("classifier_scores", |b| {
+        b.iter(|| {
+            kb.query(
+                black_box(retrieve::CLASSIFIER_SQL),
+                black_box(&classifier_params),
+            )
+            .unwrap()
+        })
+    });
     group.bench_function("embed_query_terms", |b| {
         let text = terms.join(" ");
         b.iter(|| kb.embed(black_box(&text)))
