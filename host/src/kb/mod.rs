@@ -557,6 +557,40 @@ mod tests {
         assert_eq!(ids.len() / 4, scenarios as usize);
         assert_eq!(scales.len() / 4, scenarios as usize);
         assert_eq!(vectors.len(), scenarios as usize * crate::embed::DIM);
+        // A WITHOUT ROWID table's row is its key, and SQLite copies a row
+        // that overflows its page whole for every key it compares (schema
+        // 10 made the big-row tables rowid tables): such tables keep rows
+        // well under a page's local payload limit (about 1,000 bytes).
+        // kb_meta is read once when the KB opens, the FTS5 tables only by
+        // the build.
+        let compact: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' \
+                 AND sql LIKE '%WITHOUT ROWID%' AND name <> 'kb_meta' \
+                 AND name NOT LIKE 'cwe_fts%'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(compact.contains(&"lexical_word".to_string()), "{compact:?}");
+        for table in &compact {
+            let columns: Vec<String> = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let row_size = columns
+                .iter()
+                .map(|c| format!("coalesce(length(CAST({c} AS BLOB)), 0)"))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let largest: i64 = one(&conn, &format!("SELECT max({row_size}) FROM {table}"));
+            assert!(largest < 900, "{table}: a row of {largest} bytes");
+        }
         // The classifier knows every in-scope weakness and the ordinary tasks.
         let classes: Vec<u8> = one(&conn, "SELECT classes FROM cwe_classifier");
         let classes = rescue_text::packed::read_ids(&classes).unwrap();

@@ -4,7 +4,7 @@
 
 /// Version of the layout below; stored as `kb_meta.schema_version` and as
 /// `PRAGMA user_version`. The runtime refuses files with another value.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// The whole schema, executed once on an empty database.
 pub const DDL: &str = r#"
@@ -128,12 +128,16 @@ CREATE TABLE cwe_vector (
 -- a request without a language (every in-scope weakness), '*' for a
 -- language no weakness lists (only those with no listed language). Ids are
 -- packed u32 (rescue_text::packed), ascending.
+-- A rowid table (its key in a separate index): in a WITHOUT ROWID table
+-- the row is the key, and SQLite copies a whole overflowing row (40 KB
+-- here) out of its overflow pages for every key it compares on the way to
+-- the one it wants (schema 10, BENCHMARKS.md).
 CREATE TABLE cwe_language (
   language TEXT PRIMARY KEY,
   cwes BLOB NOT NULL,
   vector_cwes BLOB NOT NULL,
   vectors BLOB NOT NULL
-) WITHOUT ROWID;
+);
 
 -- The code level's candidates, one row per CWE and language: its
 -- rescue_text::packed::EXAMPLE_POOL_SIZE shortest secure examples (code
@@ -146,6 +150,7 @@ CREATE TABLE cwe_language (
 -- all zeros without a known token, scored by vector_scores(vectors, ?)).
 -- The code itself stays in `example`. Examples without a language have no
 -- pool (no request asks for them).
+-- A rowid table for the reason given at cwe_language.
 CREATE TABLE example_pool (
   cwe INTEGER NOT NULL,
   language TEXT NOT NULL,              -- as example.language
@@ -156,7 +161,7 @@ CREATE TABLE example_pool (
   intro_words BLOB NOT NULL,
   vectors BLOB NOT NULL,
   PRIMARY KEY (cwe, language)
-) WITHOUT ROWID;
+);
 
 -- Developer scenarios (scenarios/developer-tasks.jsonl in the source tree):
 -- coding requests, phrased as users phrase them, in which the weakness is a
