@@ -560,7 +560,7 @@ pub fn augment(
         if let (Some(ordinary), Some((_, best))) = (scenarios.ordinary, scenarios.ranking.first()) {
             ordinary_gap = Some(best - ordinary);
         }
-        scenario_facet(scenarios.ranking, &mut candidates);
+        record_ranking(scenarios.ranking, &mut candidates, |c| &mut c.scenario);
     }
     if let Some(blob) = query_blob
         .as_ref()
@@ -827,8 +827,7 @@ fn rank_lexical(
         })
         .ok_or_else(|| PluginError::Schema("lexical postings".into()))?;
     }
-    scores.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
-    scores.truncate(FACET_CANDIDATES);
+    keep_best(&mut scores);
     Ok(scores)
 }
 
@@ -875,8 +874,7 @@ fn rank_scenarios(
         }
     })
     .ok_or_else(|| schema("postings"))?;
-    ranked.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
-    ranked.truncate(FACET_CANDIDATES);
+    keep_best(&mut ranked);
     Ok(ScenarioScores {
         ranking: ranked,
         ordinary,
@@ -935,24 +933,30 @@ fn classifier_facet(
         })
         .map(|(id, logit)| (*id, (logit - max).exp() / total))
         .collect();
-    ranked.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
-    ranked.truncate(FACET_CANDIDATES);
-    for (rank, (id, probability)) in ranked.into_iter().enumerate() {
-        candidate(candidates, id).classifier = Some(FacetScore {
-            score: probability,
-            rank: rank as u32 + 1,
-        });
-    }
+    keep_best(&mut ranked);
+    record_ranking(ranked, candidates, |c| &mut c.classifier);
     Ok(())
 }
 
-fn scenario_facet(ranking: Vec<(i64, f64)>, candidates: &mut Vec<Candidate>) {
+/// Orders (CWE, score) pairs best first (ties by id, so the order is a
+/// function of the scores) and keeps a facet's FACET_CANDIDATES.
+fn keep_best(ranked: &mut Vec<(i64, f64)>) {
+    ranked.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
+    ranked.truncate(FACET_CANDIDATES);
+}
+
+/// Records a facet's ranking (best first) as each CWE's standing in the
+/// facet `slot` names.
+fn record_ranking(
+    ranking: Vec<(i64, f64)>,
+    candidates: &mut Vec<Candidate>,
+    slot: fn(&mut Candidate) -> &mut Option<FacetScore>,
+) {
     for (rank, (id, score)) in ranking.into_iter().enumerate() {
-        let score = Some(FacetScore {
+        *slot(candidate(candidates, id)) = Some(FacetScore {
             score,
             rank: rank as u32 + 1,
         });
-        candidate(candidates, id).scenario = score;
     }
 }
 
@@ -1348,6 +1352,8 @@ mod tests {
         raw_scenario_rows: Option<Vec<Vec<SqlValue>>>,
         /// (class, logit) of the classifier's model; no model when empty.
         classifier: Vec<(i64, f64)>,
+        /// Rows of the classifier query instead, when set.
+        raw_classifier_rows: Option<Vec<Vec<SqlValue>>>,
         /// The language's in-scope weaknesses; by default every CWE above.
         language_cwes: Option<Vec<i64>>,
         /// Rows of the hierarchy walk's query (SEMANTIC_ALL_SQL).
@@ -1419,6 +1425,9 @@ mod tests {
                 ))]]
             } else if sql == CLASSIFIER_SQL {
                 assert!(matches!(params[0], SqlValue::Blob(_)), "a query vector");
+                if let Some(rows) = &self.raw_classifier_rows {
+                    return Ok(rows.clone());
+                }
                 if self.classifier.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -2089,40 +2098,15 @@ mod tests {
         assert_eq!(ids(&a.cwes), ["CWE-918"]);
         assert!(a.cwes[0].classifier.is_none());
         // A model whose columns disagree is a schema error, not a guess.
-        struct Broken(FakeKb);
-        impl Capabilities for Broken {
-            fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, String> {
-                if sql == CLASSIFIER_SQL {
-                    return Ok(vec![vec![
-                        SqlValue::Blob(text::packed::write_ids([0, 89])),
-                        SqlValue::Blob(text::packed::write_scores([0.0])),
-                        SqlValue::Blob(text::packed::write_scores([0.0, 0.0])),
-                    ]]);
-                }
-                self.0.query(sql, params)
-            }
-            fn extract_calls(&self, language: &str, source: &str) -> Vec<String> {
-                self.0.extract_calls(language, source)
-            }
-            fn embed(&self, text: &str) -> Vec<f32> {
-                self.0.embed(text)
-            }
-            fn complete(&self, prompt: &str, max_tokens: u32) -> Result<String, String> {
-                self.0.complete(prompt, max_tokens)
-            }
-            fn debug(&self, message: &str) {
-                self.0.debug(message)
-            }
-            fn warn(&self, message: &str) {
-                self.0.warn(message)
-            }
-        }
-        let err = augment(
-            &Broken(kb),
-            &facets("fetch the page at the link"),
-            &params(),
-        )
-        .unwrap_err();
+        let kb = FakeKb {
+            raw_classifier_rows: Some(vec![vec![
+                SqlValue::Blob(text::packed::write_ids([0, 89])),
+                SqlValue::Blob(text::packed::write_scores([0.0])),
+                SqlValue::Blob(text::packed::write_scores([0.0, 0.0])),
+            ]]),
+            ..kb
+        };
+        let err = augment(&kb, &facets("fetch the page at the link"), &params()).unwrap_err();
         assert!(
             matches!(&err, PluginError::Schema(m) if m.contains("2 classes, 1 biases")),
             "{err:?}"
