@@ -53,19 +53,7 @@ pub fn train(samples: &[(u32, Vec<f32>)], regularisation: f64) -> Option<Classif
     if classes.len() < 2 || samples.iter().any(|(_, v)| v.len() != dimension) {
         return None;
     }
-    let problem = Problem {
-        inputs: samples
-            .iter()
-            .map(|(_, v)| v.iter().map(|&x| f64::from(x)).collect())
-            .collect(),
-        labels: samples
-            .iter()
-            .map(|(class, _)| classes.binary_search(class).unwrap_or_default())
-            .collect(),
-        classes: classes.len(),
-        dimension,
-        penalty: 1.0 / regularisation,
-    };
+    let problem = Problem::new(samples, &classes, regularisation);
     let (theta, iterations) = lbfgs(&problem, vec![0.0; problem.parameters()]);
     let stride = dimension + 1;
     Some(Classifier {
@@ -96,6 +84,24 @@ struct Problem {
 }
 
 impl Problem {
+    /// The problem of telling `classes` (ascending, every sample's among
+    /// them) apart in `samples` (vectors of one dimension).
+    fn new(samples: &[(u32, Vec<f32>)], classes: &[u32], regularisation: f64) -> Self {
+        Self {
+            inputs: samples
+                .iter()
+                .map(|(_, v)| v.iter().map(|&x| f64::from(x)).collect())
+                .collect(),
+            labels: samples
+                .iter()
+                .map(|(class, _)| classes.binary_search(class).unwrap_or_default())
+                .collect(),
+            classes: classes.len(),
+            dimension: samples.first().map_or(0, |(_, v)| v.len()),
+            penalty: 1.0 / regularisation,
+        }
+    }
+
     fn parameters(&self) -> usize {
         self.classes * (self.dimension + 1)
     }
@@ -290,19 +296,7 @@ mod tests {
     fn reaches_the_minimum_the_gradient_says() {
         let samples = clusters();
         let model = train(&samples, 2.0).unwrap();
-        let problem = Problem {
-            inputs: samples
-                .iter()
-                .map(|(_, v)| v.iter().map(|&x| f64::from(x)).collect())
-                .collect(),
-            labels: samples
-                .iter()
-                .map(|(c, _)| model.classes.binary_search(c).unwrap())
-                .collect(),
-            classes: 3,
-            dimension: 3,
-            penalty: 0.5,
-        };
+        let problem = Problem::new(&samples, &model.classes, 2.0);
         let theta: Vec<f64> = (0..3)
             .flat_map(|k| {
                 model.weights[k]
@@ -320,16 +314,7 @@ mod tests {
     #[test]
     fn the_gradient_is_the_derivative_of_the_loss() {
         let samples = clusters();
-        let problem = Problem {
-            inputs: samples
-                .iter()
-                .map(|(_, v)| v.iter().map(|&x| f64::from(x)).collect())
-                .collect(),
-            labels: samples.iter().map(|(c, _)| (*c % 3) as usize).collect(),
-            classes: 3,
-            dimension: 3,
-            penalty: 0.25,
-        };
+        let problem = Problem::new(&samples, &[0, 79, 89], 4.0);
         let theta: Vec<f64> = (0..12).map(|i| (f64::from(i) * 0.37).sin()).collect();
         let mut gradient = vec![0.0; 12];
         problem.evaluate(&theta, &mut gradient);
