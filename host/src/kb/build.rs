@@ -975,8 +975,8 @@ pub(crate) fn write_kb(
         write_cwe_languages(&tx, &cwes, &vectors)?;
 
         write_example_pools(&tx, &content.examples, embedder)?;
-        write_scenarios(&tx, &content.scenarios, embedder)?;
-        write_classifier(&tx, &content.cwes, &content.scenarios, embedder)?;
+        let scenario_vectors = write_scenarios(&tx, &content.scenarios, embedder)?;
+        write_classifier(&tx, &content.cwes, scenario_vectors, embedder)?;
 
         let mut insert = tx.prepare("INSERT INTO cwe_api (cwe, api, count) VALUES (?1, ?2, ?3)")?;
         let mut apis = content.apis.clone();
@@ -1056,17 +1056,18 @@ fn write_cwe_languages(
 /// embedding, made as the plugin embeds a request (its retrieval terms), by
 /// CWE, as int8 with one scale each (the host scores them with exact
 /// integer dot products). A scenario with no known token has no direction
-/// and no vector.
+/// and no vector. Returns each vector (unquantised) with its CWE: the
+/// classifier's training samples.
 fn write_scenarios(
     tx: &rusqlite::Transaction<'_>,
     scenarios: &[ScenarioRow],
     embedder: &Embedder,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<(u32, Vec<f32>)>> {
     let mut insert =
         tx.prepare("INSERT INTO scenario (id, cwe, language, task) VALUES (?1, ?2, ?3, ?4)")?;
     let mut ordered: Vec<&ScenarioRow> = scenarios.iter().collect();
     ordered.sort_by_key(|s| s.cwe);
-    let mut cwes = Vec::new();
+    let mut embedded = Vec::new();
     let mut scales = Vec::new();
     let mut vectors = Vec::new();
     for (n, s) in ordered.iter().enumerate() {
@@ -1074,38 +1075,38 @@ fn write_scenarios(
         let vector = embedder.embed(&rescue_text::terms(&s.task).join(" "));
         if vector.iter().any(|x| *x != 0.0) {
             let (quantized, scale) = embed::quantize_i8(&vector);
-            cwes.push(i64::from(s.cwe));
             scales.extend(scale.to_le_bytes());
             vectors.extend(quantized.into_iter().map(|q| q as u8));
+            embedded.push((s.cwe, vector));
         }
     }
+    let cwes = embedded.iter().map(|(cwe, _)| i64::from(*cwe));
     tx.execute(
         "INSERT INTO scenario_index (cwes, scales, vectors) VALUES (?1, ?2, ?3)",
         params![rescue_text::packed::write_ids(cwes), scales, vectors],
     )?;
-    Ok(())
+    Ok(embedded)
 }
 
 /// The `cwe_classifier` row: the model trained on every task text of the
 /// KB, embedded as the plugin embeds a request: each scenario (ordinary
-/// tasks as their own class) and each code-pair task description of an
-/// in-scope weakness, labelled with its CWE.
+/// tasks as their own class; `scenario_vectors`, as `write_scenarios`
+/// embedded them) and each code-pair task description of an in-scope
+/// weakness, labelled with its CWE.
 fn write_classifier(
     tx: &rusqlite::Transaction<'_>,
     cwes: &[CweRow],
-    scenarios: &[ScenarioRow],
+    scenario_vectors: Vec<(u32, Vec<f32>)>,
     embedder: &Embedder,
 ) -> rusqlite::Result<()> {
-    let scenario_texts = scenarios.iter().map(|s| (s.cwe, s.task.as_str()));
     let pair_tasks = cwes
         .iter()
         .filter(|c| c.in_scope)
-        .flat_map(|c| c.tasks.lines().map(move |task| (c.id, task)));
-    let mut samples: Vec<(u32, Vec<f32>)> = scenario_texts
-        .chain(pair_tasks)
+        .flat_map(|c| c.tasks.lines().map(move |task| (c.id, task)))
         .map(|(cwe, text)| (cwe, embedder.embed(&rescue_text::terms(text).join(" "))))
-        .filter(|(_, vector)| vector.iter().any(|x| *x != 0.0))
-        .collect();
+        .filter(|(_, vector)| vector.iter().any(|x| *x != 0.0));
+    let mut samples: Vec<(u32, Vec<f32>)> =
+        scenario_vectors.into_iter().chain(pair_tasks).collect();
     // Training visits samples in this order; sorting makes the model a
     // function of the set of texts, not of the order they were read in.
     samples.sort_by(|a, b| {
