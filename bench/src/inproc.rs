@@ -66,6 +66,8 @@ pub fn runtime(kb: &Path) -> Result<PluginRuntime> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(defaults.plugin.max_instances),
+        // The benchmarks run fast mode only.
+        full_mode_slots: 0,
     };
     Ok(PluginRuntime::new(&source, reader, limits)?)
 }

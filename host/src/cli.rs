@@ -7,8 +7,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::capabilities::kb::{KbReader, QueryLimits};
-use crate::config::{Config, LogFormat, UpstreamApi, UpstreamConfig};
+use crate::config::{Config, LogFormat, RetrievalMode, UpstreamApi};
 use crate::error::{Error, Result};
+use crate::offline::{OfflineFullMode, override_upstream};
 use crate::runtime::RetrievalParams;
 use crate::server::{AppState, serve};
 use crate::upstream::Upstreams;
@@ -143,6 +144,12 @@ pub struct EvalArgs {
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Tasks retrieved at once (worth raising in full mode, where each task
+    /// waits for the upstream).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub full_mode: FullModeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -155,8 +162,16 @@ pub struct RetrieveArgs {
     /// JSONL file of prompts.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Retrieval mode (default: `retrieval.mode` of the configuration).
-    /// Full mode calls the configured OpenAI-compatible upstream.
+    #[command(flatten)]
+    pub full_mode: FullModeArgs,
+}
+
+/// Retrieval mode and, for full mode, where its extra call goes.
+#[derive(Debug, Args)]
+pub struct FullModeArgs {
+    /// Retrieval mode (`retrieve` defaults to `retrieval.mode` of the
+    /// configuration, `eval` to fast). Full mode calls the configured
+    /// OpenAI-compatible upstream once per prompt.
     #[arg(long, value_parser = ["fast", "full"])]
     pub mode: Option<String>,
     /// Full mode: base URL of the OpenAI-compatible upstream (replaces the
@@ -169,6 +184,31 @@ pub struct RetrieveArgs {
     /// Full mode: environment variable holding the upstream's API key.
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
+}
+
+impl FullModeArgs {
+    /// The mode asked for, `default` when the flag is absent.
+    fn mode(&self, default: RetrievalMode) -> RetrievalMode {
+        match self.mode.as_deref() {
+            Some("full") => RetrievalMode::Full,
+            Some(_) => RetrievalMode::Fast,
+            None => default,
+        }
+    }
+
+    /// Full mode's way to the upstream, if `mode` is full.
+    fn client(&self, config: &Config, mode: RetrievalMode) -> Result<Option<OfflineFullMode>> {
+        match mode {
+            RetrievalMode::Fast => Ok(None),
+            RetrievalMode::Full => OfflineFullMode::new(
+                config,
+                self.upstream.as_deref(),
+                self.model.clone(),
+                &self.api_key_env,
+            )
+            .map(Some),
+        }
+    }
 }
 
 /// Runs the command line; the process exit code follows the result.
@@ -271,10 +311,30 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Retrieve(args) => run_retrieve(args),
         Command::Eval(args) => {
             init_logging(LogFormat::Text);
-            let config = load_config(&args.common)?;
+            let mut config = load_config(&args.common)?;
+            // Each job holds a plugin instance for its whole run (in full
+            // mode, while waiting for the upstream too).
+            config.plugin.max_instances = config.plugin.max_instances.max(u32::from(args.jobs));
             let runtime = crate::reload::load_runtime(&config)?;
-            let rows = crate::eval::run(&runtime, &config, &args.files)?;
+            let full_mode = args
+                .full_mode
+                .client(&config, args.full_mode.mode(RetrievalMode::Fast))?;
+            let rows = crate::eval::run(
+                &runtime,
+                &config,
+                &args.files,
+                full_mode.as_ref(),
+                usize::from(args.jobs),
+            )?;
             print!("{}", crate::eval::table(&rows));
+            if let Some(full_mode) = &full_mode {
+                let outcomes: Vec<String> = full_mode
+                    .outcomes()
+                    .iter()
+                    .map(|(outcome, n)| format!("{n} {outcome}"))
+                    .collect();
+                println!("\nfull-mode calls: {}", outcomes.join(", "));
+            }
             if let Some(path) = args.json {
                 let json: Vec<serde_json::Value> = rows
                     .iter()
@@ -348,21 +408,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-}
-
-/// A `--upstream`-style flag: replaces the base URL of the first upstream
-/// speaking `api`, or adds one.
-fn override_upstream(upstreams: &mut Vec<UpstreamConfig>, api: UpstreamApi, base_url: &str) {
-    match upstreams.iter_mut().find(|u| u.api == api) {
-        Some(upstream) => upstream.base_url = base_url.to_string(),
-        None => {
-            let name = match api {
-                UpstreamApi::Openai => "openai",
-                UpstreamApi::Anthropic => "anthropic",
-            };
-            upstreams.push(UpstreamConfig::new(name, api, base_url));
-        }
-    }
 }
 
 fn run_serve(args: ServeArgs) -> Result<()> {
@@ -444,6 +489,7 @@ fn hit_json(hit: &crate::runtime::CweHit) -> serde_json::Value {
         "semantic": facet(&hit.semantic),
         "scenario": facet(&hit.scenario),
         "classifier": facet(&hit.classifier),
+        "named": facet(&hit.named),
         "via": hit.via,
     })
 }
@@ -452,55 +498,12 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
     init_logging(LogFormat::Text);
     let config = load_config(&args.common)?;
     let runtime = crate::reload::load_runtime(&config)?;
-    let mode = match args.mode.as_deref() {
-        Some("full") => crate::config::RetrievalMode::Full,
-        Some(_) => crate::config::RetrievalMode::Fast,
-        None => config.retrieval.mode,
-    };
+    let mode = args.full_mode.mode(config.retrieval.mode);
     let params = RetrievalParams {
         explain: true,
         ..RetrievalParams::from_config(&config.retrieval, mode, config.retrieval.top_k, vec![])
     };
-    // Full mode needs what a proxied request brings: an upstream, a model
-    // and the client's key; here they come from flags and the environment.
-    let full_mode = match mode {
-        crate::config::RetrievalMode::Fast => None,
-        crate::config::RetrievalMode::Full => {
-            let mut upstreams = config.effective_upstreams();
-            if let Some(base_url) = &args.upstream {
-                override_upstream(&mut upstreams, UpstreamApi::Openai, base_url);
-            }
-            let model = args
-                .model
-                .clone()
-                .or_else(|| config.retrieval.full.model.clone())
-                .ok_or_else(|| Error::BadRequest {
-                    message: "full mode needs a model: --model or retrieval.full.model".into(),
-                })?;
-            let mut headers = http::HeaderMap::new();
-            if let Ok(key) = std::env::var(&args.api_key_env) {
-                let value = http::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
-                    .map_err(|_| Error::BadRequest {
-                        message: format!("{} does not hold a valid key", args.api_key_env),
-                    })?;
-                headers.insert(http::header::AUTHORIZATION, value);
-            }
-            let tokio = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|source| Error::Io {
-                    path: PathBuf::from("<tokio runtime>"),
-                    source,
-                })?;
-            let upstreams = Upstreams::new(&upstreams)?;
-            let limiter = Arc::new(crate::server::full_mode::RateLimiter::new(
-                config.retrieval.full.max_calls_per_second,
-                config.retrieval.full.burst,
-            ));
-            Some((tokio, upstreams, model, headers, limiter))
-        }
-    };
+    let full_mode = args.full_mode.client(&config, mode)?;
     let prompts: Vec<(serde_json::Value, String, Option<String>)> =
         match (&args.prompt, &args.input) {
             (Some(prompt), _) => vec![(serde_json::Value::Null, prompt.clone(), None)],
@@ -552,31 +555,7 @@ fn run_retrieve(args: RetrieveArgs) -> Result<()> {
         let gated = crate::policy::should_augment(config.augment.policy, &facets);
         let result = match &full_mode {
             None => runtime.augment_blocking(&facets, &params),
-            Some((tokio, upstreams, model, headers, limiter)) => {
-                let upstream = upstreams
-                    .select(UpstreamApi::Openai, Some(model))
-                    .ok_or_else(|| Error::NoUpstream {
-                        api: UpstreamApi::Openai,
-                        model: Some(model.clone()),
-                    })?;
-                let _entered = tokio.enter();
-                let completer = Arc::new(crate::server::full_mode::UpstreamCompleter::new(
-                    upstream,
-                    Some(model),
-                    headers,
-                    &config.retrieval.full,
-                    Arc::clone(limiter),
-                ));
-                let result = runtime.retrieve_blocking(
-                    &facets,
-                    &params,
-                    Some(completer.clone() as Arc<dyn crate::runtime::Completer>),
-                );
-                if let Some(outcome) = completer.outcome() {
-                    tracing::info!(outcome = outcome.as_str(), "full-mode call");
-                }
-                result
-            }
+            Some(full_mode) => full_mode.retrieve(&runtime, &facets, &params),
         };
         let line = match result {
             Ok(retrieval) => {

@@ -415,6 +415,11 @@ pub struct FullModeConfig {
     pub max_calls_per_second: f64,
     /// Calls the bucket lets through at once after a quiet spell.
     pub burst: u32,
+    /// Full-mode runs in flight at once. Each holds a plugin instance while
+    /// it waits for the upstream, so they have slots of their own and
+    /// fast-mode runs never queue behind them; past this many, requests
+    /// are retrieved in fast mode.
+    pub max_in_flight: u32,
 }
 
 impl Default for FullModeConfig {
@@ -424,6 +429,7 @@ impl Default for FullModeConfig {
             timeout_ms: 15_000,
             max_calls_per_second: 5.0,
             burst: 10,
+            max_in_flight: 16,
         }
     }
 }
@@ -590,9 +596,11 @@ impl Config {
         if r.full.timeout_ms == 0
             || !(r.full.max_calls_per_second.is_finite() && r.full.max_calls_per_second > 0.0)
             || r.full.burst == 0
+            || r.full.max_in_flight == 0
         {
             return bad(
-                "retrieval.full: timeout_ms, max_calls_per_second and burst must be positive"
+                "retrieval.full: timeout_ms, max_calls_per_second, burst and max_in_flight \
+                 must be positive"
                     .into(),
             );
         }

@@ -3,9 +3,10 @@
 //! Each JSON line holds a `prompt`, an optional `lang` and the gold `cwe`
 //! list (empty for ordinary tasks that must not be augmented). Every prompt
 //! goes through the same path as a proxied request (facets, policy gate,
-//! plugin) twice: once with the configured parameters, which says whether it
-//! would be augmented, and once with the threshold off and k = 10, which gives
-//! the ranking that Recall@k and MRR are computed on. "Lenient" also counts a
+//! plugin, in fast mode or, given an upstream, full mode) once: the plugin
+//! returns what it would inject under the configured parameters and, for
+//! explanation, its fused ranking before the thresholds, on which Recall@k
+//! and MRR are computed. "Lenient" also counts a
 //! direct ChildOf parent or child of a gold CWE as a hit (the knowledge base's
 //! `cwe_parent` table), as the dev sets' baseline does.
 
@@ -15,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::config::Config;
+use crate::config::{Config, RetrievalMode};
 use crate::error::{Error, Result};
+use crate::offline::OfflineFullMode;
 use crate::runtime::{PluginRuntime, RetrievalParams};
 
 /// One labelled task.
@@ -124,24 +126,32 @@ pub struct Outcome {
     pub injected: Vec<u32>,
 }
 
-/// Runs retrieval for one task the way the proxy would.
-pub fn retrieve(runtime: &PluginRuntime, config: &Config, task: &Task) -> Result<Outcome> {
+/// Runs retrieval for one task the way the proxy would: in full mode when
+/// `full_mode` says where the upstream is, else in fast mode (whatever the
+/// configuration's mode: evaluation calls an upstream only when told to).
+pub fn retrieve(
+    runtime: &PluginRuntime,
+    config: &Config,
+    task: &Task,
+    full_mode: Option<&OfflineFullMode>,
+) -> Result<Outcome> {
     let mut facets = crate::facets::extract(&task.prompt, &[]);
     if let Some(lang) = &task.lang {
         facets.language = Some(lang.clone());
     }
-    // Fast mode: evaluation must not call an upstream.
+    let mode = match full_mode {
+        Some(_) => RetrievalMode::Full,
+        None => RetrievalMode::Fast,
+    };
     let params = RetrievalParams {
         explain: true,
-        ..RetrievalParams::from_config(
-            &config.retrieval,
-            crate::config::RetrievalMode::Fast,
-            config.retrieval.top_k,
-            vec![],
-        )
+        ..RetrievalParams::from_config(&config.retrieval, mode, config.retrieval.top_k, vec![])
     };
     let gated = crate::policy::should_augment(config.augment.policy, &facets);
-    let retrieval = runtime.augment_blocking(&facets, &params)?;
+    let retrieval = match full_mode {
+        Some(full_mode) => full_mode.retrieve(runtime, &facets, &params)?,
+        None => runtime.augment_blocking(&facets, &params)?,
+    };
     let injected = match (gated, retrieval.augmentation) {
         (true, Some(augmentation)) => augmentation.cwes,
         _ => Vec::new(),
@@ -231,15 +241,21 @@ pub fn score(
     m
 }
 
-/// Evaluates every file and returns one row per set and per language in it.
-pub fn run(runtime: &PluginRuntime, config: &Config, files: &[PathBuf]) -> Result<Vec<SetMetrics>> {
+/// Evaluates every file, `jobs` tasks at a time, and returns one row per set
+/// and per language in it.
+pub fn run(
+    runtime: &PluginRuntime,
+    config: &Config,
+    files: &[PathBuf],
+    full_mode: Option<&OfflineFullMode>,
+    jobs: usize,
+) -> Result<Vec<SetMetrics>> {
     let neighbours = neighbours(&config.kb.path)?;
     let mut rows = Vec::new();
     for file in files {
         let tasks = read_tasks(file)?;
-        let outcomes = tasks
-            .iter()
-            .map(|t| retrieve(runtime, config, t))
+        let outcomes = parallel_map(&tasks, jobs, |t| retrieve(runtime, config, t, full_mode))
+            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         let name = file
             .file_stem()
@@ -264,6 +280,35 @@ pub fn run(runtime: &PluginRuntime, config: &Config, files: &[PathBuf]) -> Resul
         }
     }
     Ok(rows)
+}
+
+/// `f` of every item, in order, computed by up to `jobs` threads.
+fn parallel_map<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if jobs <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    *results[i].lock().expect("result slot lock") = Some(f(item));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("result slot lock")
+                .expect("every item was mapped")
+        })
+        .collect()
 }
 
 /// The rows as a Markdown table. Recall columns are over the tasks with a

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod facets;
 pub mod kb;
 pub mod metrics;
+pub mod offline;
 pub mod policy;
 pub mod protocol;
 pub mod reload;

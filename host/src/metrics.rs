@@ -137,7 +137,7 @@ impl Metrics {
         self.failure_policy.add(&[policy, kind], 1);
     }
 
-    /// A full-mode call to the upstream: `ok`, `rate_limited`, `timeout`,
+    /// A full-mode call to the upstream: `ok`, `rate_limited`, `busy`, `timeout`,
     /// `failed` (the last three leave the request in fast mode).
     pub fn full_mode_call(&self, outcome: &str) {
         self.full_mode_calls.add(&[outcome], 1);

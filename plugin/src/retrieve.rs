@@ -167,11 +167,29 @@ const EXAMPLES_OTHER_LANGUAGES_SQL: &str = concat!(
 /// The chosen example's language and code.
 const EXAMPLE_CODE_SQL: &str = "SELECT language, code FROM example WHERE id = ?1";
 
-/// The full-mode question to the upstream model.
-const FULL_MODE_PROMPT: &str = "You are a software security expert. For the programming task below, \
-first write one paragraph that starts with \"CAUSES:\" and names the security weaknesses (CWE ids where you know them) \
-a straightforward implementation would risk, and why. Then write a short draft implementation in one fenced code block. \
-Do not write anything else.\n\nTask:\n";
+/// The full-mode question to the upstream model: a verdict (whether the
+/// task carries a weakness that matters), the causes with their CWE ids,
+/// most relevant first, and a draft (EVAL.md, "Full mode").
+const FULL_MODE_PROMPT: &str = "You are a software security expert. For the programming task below, answer in exactly this form.\n\
+RISK: yes or no: whether a straightforward implementation of the task would carry a security weakness that matters in practice.\n\
+CAUSES: one paragraph naming those weaknesses, most relevant first, with their CWE ids, and why they arise in this task \
+(\"none\" if RISK is no).\n\
+Then a short draft implementation in one fenced code block. Do not write anything else.\n\n";
+
+/// The full-mode question for a request: the instructions, the language
+/// when the request names one (so the draft, whose calls become lexical
+/// terms, is written in it), and the task.
+fn full_mode_question(facets: &RequestFacets) -> String {
+    match facets.language.as_deref().filter(|l| !l.trim().is_empty()) {
+        Some(language) => format!(
+            "{FULL_MODE_PROMPT}Language: {}\n\nTask:\n{}",
+            language.trim(),
+            facets.task
+        ),
+        None => format!("{FULL_MODE_PROMPT}Task:\n{}", facets.task),
+    }
+}
+
 /// Tokens the full-mode answer may take.
 const FULL_MODE_MAX_TOKENS: u32 = 700;
 
@@ -215,6 +233,8 @@ struct Candidate {
     semantic: Option<FacetScore>,
     scenario: Option<FacetScore>,
     classifier: Option<FacetScore>,
+    /// Full mode: the upstream model named it (rank in the model's order).
+    named: Option<FacetScore>,
     via: Option<String>,
 }
 
@@ -294,6 +314,7 @@ impl Candidate {
             semantic: self.semantic,
             scenario: self.scenario,
             classifier: self.classifier,
+            named: self.named,
             via: self.via.clone(),
         }
     }
@@ -388,15 +409,21 @@ impl Heads {
 /// What full mode learned from the upstream model.
 #[derive(Debug, Default, PartialEq)]
 pub struct Insight {
+    /// The model's verdict on whether the task carries a weakness that
+    /// matters ("RISK: yes" / "RISK: no"); `None` when it gave none.
+    pub risk: Option<bool>,
+    /// The CWE ids the causes name, first mention first.
+    pub named: Vec<i64>,
     /// The vulnerability-cause paragraph.
     pub causes: String,
     /// The draft implementation and its language tag, if any.
     pub draft: Option<(Option<String>, String)>,
 }
 
-/// Splits the model's answer into the causes paragraph and the first fenced
-/// code block.
+/// Splits the model's answer into the verdict, the causes paragraph (and the
+/// CWE ids it names) and the first fenced code block.
 pub fn parse_insight(answer: &str) -> Insight {
+    let mut risk = None;
     let mut causes = String::new();
     let mut draft: Option<(Option<String>, String)> = None;
     let mut in_fence: Option<(Option<String>, String)> = None;
@@ -423,10 +450,21 @@ pub fn parse_insight(answer: &str) -> Insight {
                 code.push('\n');
             }
             None if draft.is_none() => {
-                let text = trimmed
-                    .strip_prefix("CAUSES:")
-                    .or_else(|| trimmed.strip_prefix("Causes:"))
-                    .unwrap_or(line);
+                if let Some(verdict) = strip_label(trimmed, "RISK:") {
+                    let word: String = verdict
+                        .trim_start_matches(|c: char| !c.is_ascii_alphabetic())
+                        .chars()
+                        .take_while(char::is_ascii_alphabetic)
+                        .collect::<String>()
+                        .to_ascii_lowercase();
+                    risk = match word.as_str() {
+                        "yes" => Some(true),
+                        "no" => Some(false),
+                        _ => risk,
+                    };
+                    continue;
+                }
+                let text = strip_label(trimmed, "CAUSES:").unwrap_or(line);
                 causes.push_str(text.trim());
                 causes.push(' ');
             }
@@ -436,10 +474,55 @@ pub fn parse_insight(answer: &str) -> Insight {
     if draft.is_none() {
         draft = in_fence.filter(|(_, code)| !code.trim().is_empty());
     }
+    let causes = causes.trim().to_string();
     Insight {
-        causes: causes.trim().to_string(),
+        risk,
+        named: named_cwes(&causes),
+        causes,
         draft,
     }
+}
+
+/// `line` after `label` ("RISK:"), matched without regard to case and to
+/// Markdown emphasis around it ("**Risk:**").
+fn strip_label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
+    let line = line.trim_start_matches(['*', '_', '#', ' ']);
+    let head = line.get(..label.len())?;
+    head.eq_ignore_ascii_case(label)
+        .then(|| line[label.len()..].trim_start_matches(['*', '_']))
+}
+
+/// The CWE ids `text` names ("CWE-89", "CWE 79", "cwe-22"), first mention
+/// first, each once.
+fn named_cwes(text: &str) -> Vec<i64> {
+    let mut named = Vec::new();
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(found) = text[at..].find(['C', 'c']) {
+        let start = at + found;
+        at = start + 1;
+        if !bytes[start..]
+            .get(..3)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"cwe"))
+        {
+            continue;
+        }
+        let mut digits = start + 3;
+        if matches!(bytes.get(digits), Some(b'-' | b' ' | b'_')) {
+            digits += 1;
+        }
+        let end = bytes[digits..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .map_or(bytes.len(), |n| digits + n);
+        if let Ok(id) = text[digits..end].parse::<i64>()
+            && end > digits
+            && !named.contains(&id)
+        {
+            named.push(id);
+        }
+    }
+    named
 }
 
 /// Adds each term of `new` to `terms` once.
@@ -482,14 +565,12 @@ pub fn augment(
         }
     }
     let mut cause_terms = Vec::new();
+    let mut insight = None;
     if params.mode == Mode::Full && !facets.task.trim().is_empty() {
-        match caps.complete(
-            &format!("{FULL_MODE_PROMPT}{}", facets.task),
-            FULL_MODE_MAX_TOKENS,
-        ) {
+        match caps.complete(&full_mode_question(facets), FULL_MODE_MAX_TOKENS) {
             Ok(answer) => {
-                let insight = parse_insight(&answer);
-                if let Some((tag, code)) = &insight.draft {
+                let parsed = parse_insight(&answer);
+                if let Some((tag, code)) = &parsed.draft {
                     let draft_language = tag.as_deref().or(facets.language.as_deref());
                     if let Some(draft_language) = draft_language {
                         for api in caps.extract_calls(draft_language, code) {
@@ -497,7 +578,8 @@ pub fn augment(
                         }
                     }
                 }
-                cause_terms = text::terms(&insight.causes);
+                cause_terms = text::terms(&parsed.causes);
+                insight = Some(parsed);
             }
             // Full mode degrades to fast mode: the request still gets what
             // its own text supports.
@@ -575,11 +657,23 @@ pub fn augment(
         )?;
     }
 
+    if let Some(insight) = &insight {
+        named_facet(
+            caps,
+            params,
+            &insight.named,
+            &view,
+            &language,
+            &scope,
+            &mut candidates,
+        )?;
+    }
+
     let heads = Heads::of(&candidates, params.rank_cut);
     let mut ranked: Vec<(f64, &Candidate)> = candidates
         .iter()
         .map(|c| (c.fused(params, &heads, false), c))
-        .filter(|(score, _)| *score > 0.0)
+        .filter(|(score, c)| *score > 0.0 || c.named.is_some())
         .collect();
     sort_fused(&mut ranked);
     // A request that reads more like an ordinary coding task than like any
@@ -591,11 +685,18 @@ pub fn augment(
     // trigger it fires on ordinary tasks unlike its training texts, and at
     // the false-augmentation rate of the others it adds no security task
     // they miss (EVAL.md, "Classifier facet").
-    let triggered = candidates.iter().any(|c| c.triggers(params, &heads));
+    let facets_trigger = !ordinary_like && candidates.iter().any(|c| c.triggers(params, &heads));
+    // Full mode: the model, which read the whole task, decides whether; the
+    // facets decide only when it gave no verdict (EVAL.md, "Full mode").
+    let triggered = match insight.as_ref().and_then(|i| i.risk) {
+        Some(false) => false,
+        Some(true) => candidates.iter().any(|c| c.named.is_some()) || facets_trigger,
+        None => facets_trigger,
+    };
     let mut injected: Vec<(f64, &Candidate)> = candidates
         .iter()
         .map(|c| (c.fused(params, &heads, true), c))
-        .filter(|(score, _)| *score > 0.0 && triggered && !ordinary_like)
+        .filter(|(score, c)| triggered && (*score > 0.0 || c.named.is_some()))
         .collect();
     sort_fused(&mut injected);
     injected.truncate(params.top_k as usize);
@@ -687,13 +788,16 @@ pub fn augment(
     })
 }
 
-/// Best fused score first; ties go to the better lexical rank (the more
-/// precise facet), then the better semantic and scenario ranks, then the
-/// lower CWE id.
+/// Full mode's model-named CWEs first, in the model's order; then the best
+/// fused score; ties go to the better lexical rank (the more precise
+/// facet), then the better semantic and scenario ranks, then the lower CWE
+/// id.
 fn sort_fused(list: &mut [(f64, &Candidate)]) {
     let rank = |f: &Option<FacetScore>| f.map_or(u32::MAX, |f| f.rank);
     list.sort_by(|(sa, a), (sb, b)| {
-        sb.total_cmp(sa)
+        rank(&a.named)
+            .cmp(&rank(&b.named))
+            .then(sb.total_cmp(sa))
             .then(rank(&a.lexical).cmp(&rank(&b.lexical)))
             .then(rank(&a.semantic).cmp(&rank(&b.semantic)))
             .then(rank(&a.scenario).cmp(&rank(&b.scenario)))
@@ -792,6 +896,7 @@ fn lexical_facet(
             semantic: None,
             scenario: None,
             classifier: None,
+            named: None,
             via: None,
         });
     }
@@ -971,6 +1076,7 @@ fn candidate(candidates: &mut Vec<Candidate>, id: i64) -> &mut Candidate {
                 semantic: None,
                 scenario: None,
                 classifier: None,
+                named: None,
                 via: None,
             });
             candidates.last_mut().expect("just pushed")
@@ -1021,6 +1127,79 @@ fn semantic_rows_walking(
 }
 
 /// Ranks `rows` (best first) into the candidates, up to the rank cut.
+/// The in-scope direct parents and children of `id` for the request's
+/// language and the policy's scope (a `scope_list`).
+fn in_scope_neighbours(
+    caps: &dyn Capabilities,
+    id: i64,
+    language: &str,
+    scope: &str,
+) -> Result<Vec<i64>, PluginError> {
+    caps.query(
+        NEIGHBOURS_SQL,
+        &[
+            SqlValue::Integer(id),
+            SqlValue::Text(language.to_string()),
+            SqlValue::Text(scope.to_string()),
+        ],
+    )
+    .map_err(PluginError::Kb)?
+    .iter()
+    .map(|row| match row.as_slice() {
+        [SqlValue::Integer(n)] => Ok(*n),
+        _ => Err(PluginError::Schema(format!(
+            "unexpected neighbour row {row:?}"
+        ))),
+    })
+    .collect()
+}
+
+/// Full mode: the CWEs the upstream model named, ranked in its order
+/// (score 1/rank), each one the KB holds knowledge for in the request's
+/// language and the policy's scope, and for one it does not, its in-scope
+/// parents and children standing in (as the hierarchy walk does for the
+/// semantic facet).
+fn named_facet(
+    caps: &dyn Capabilities,
+    params: &RetrievalParams,
+    named: &[i64],
+    view: &LanguageView,
+    language: &str,
+    scope: &str,
+    candidates: &mut Vec<Candidate>,
+) -> Result<(), PluginError> {
+    let mut rank = 0u32;
+    for &id in named {
+        let standing_in: Vec<(i64, Option<String>)> =
+            if view.cwes.binary_search(&id).is_ok() && in_policy(params, id) {
+                vec![(id, None)]
+            } else {
+                in_scope_neighbours(caps, id, language, scope)?
+                    .into_iter()
+                    .map(|n| (n, Some(format!("CWE-{id}"))))
+                    .collect()
+            };
+        for (cwe, via) in standing_in {
+            if candidates.iter().any(|c| c.id == cwe && c.named.is_some()) {
+                continue;
+            }
+            rank += 1;
+            let c = candidate(candidates, cwe);
+            c.named = Some(FacetScore {
+                score: 1.0 / f64::from(rank),
+                rank,
+            });
+            if c.via.is_none() {
+                c.via = via;
+            }
+        }
+        if rank as usize >= FACET_CANDIDATES {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn semantic_facet(
     caps: &dyn Capabilities,
     params: &RetrievalParams,
@@ -1042,23 +1221,10 @@ fn semantic_facet(
         let standing_in: Vec<(i64, Option<String>)> = if in_scope && in_policy(params, id) {
             vec![(id, None)]
         } else if !in_scope && params.hierarchy_walk && similarity > params.semantic_threshold {
-            caps.query(
-                NEIGHBOURS_SQL,
-                &[
-                    SqlValue::Integer(id),
-                    SqlValue::Text(language.to_string()),
-                    SqlValue::Text(scope.to_string()),
-                ],
-            )
-            .map_err(PluginError::Kb)?
-            .iter()
-            .map(|row| match row.as_slice() {
-                [SqlValue::Integer(n)] => Ok((*n, Some(format!("CWE-{id}")))),
-                _ => Err(PluginError::Schema(format!(
-                    "unexpected neighbour row {row:?}"
-                ))),
-            })
-            .collect::<Result<_, _>>()?
+            in_scope_neighbours(caps, id, language, scope)?
+                .into_iter()
+                .map(|n| (n, Some(format!("CWE-{id}"))))
+                .collect()
         } else {
             Vec::new()
         };
@@ -2234,6 +2400,19 @@ mod tests {
     }
 
     #[test]
+    fn full_mode_question_names_the_language_when_known() {
+        let mut request = facets("look up a user");
+        request.language = None;
+        assert!(full_mode_question(&request).ends_with("anything else.\n\nTask:\nlook up a user"));
+        request.language = Some("python".into());
+        let question = full_mode_question(&request);
+        assert!(
+            question.ends_with("else.\n\nLanguage: python\n\nTask:\nlook up a user"),
+            "{question}"
+        );
+    }
+
+    #[test]
     fn full_mode_adds_the_draft_apis_and_the_causes() {
         let kb = FakeKb {
             calls: vec!["cursor.execute".into()],
@@ -2282,6 +2461,96 @@ mod tests {
         assert_eq!(i.draft, None);
         let i = parse_insight("```\nunclosed(x)\n");
         assert_eq!(i.draft, Some((None, "unclosed(x)\n".into())));
+        assert_eq!((i.risk, i.named.as_slice()), (None, &[][..]));
+    }
+
+    #[test]
+    fn the_verdict_and_the_named_cwes_are_read_from_the_answer() {
+        let i = parse_insight(
+            "RISK: yes\nCAUSES: the query is concatenated (CWE-89/CWE-79), cwe 22 and CWE_78; \
+             again CWE-89, not CWE- or CWEx.\n```python\nrun(CWE-1)\n```",
+        );
+        assert_eq!(i.risk, Some(true));
+        assert_eq!(i.named, [89, 79, 22, 78]);
+        assert!(i.causes.starts_with("the query") && !i.causes.contains("RISK"));
+        for (answer, risk) in [
+            ("**Risk:** No.\nCAUSES: none", Some(false)),
+            ("risk: YES, because\nCAUSES: CWE-20", Some(true)),
+            ("RISK: maybe\nCAUSES: CWE-20", None),
+            ("CAUSES: CWE-20\nRISK: no", Some(false)),
+        ] {
+            assert_eq!(parse_insight(answer).risk, risk, "{answer}");
+        }
+    }
+
+    #[test]
+    fn in_full_mode_the_named_cwes_come_first_and_the_verdict_decides() {
+        let kb_answering = |answer: &str| FakeKb {
+            lexical: vec![lexical(79, 12.0)],
+            language_cwes: Some(vec![20, 22, 79, 89]),
+            neighbours: vec![vec![SqlValue::Integer(20)]],
+            answer: Some(answer.into()),
+            ..FakeKb::default()
+        };
+        let mut p = params();
+        p.mode = Mode::Full;
+        p.top_k = 3;
+
+        // The model names 89 and 22 first; the lexical facet's 79 follows.
+        let kb = kb_answering("RISK: yes\nCAUSES: CWE-89, then CWE-22.");
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        let a = out.augmentation.expect("augmented");
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-22", "CWE-79"]);
+        assert_eq!(a.cwes[0].named.map(|n| n.rank), Some(1));
+        assert_eq!(a.cwes[2].named, None);
+        assert_eq!(ids(&out.candidates), ["CWE-89", "CWE-22", "CWE-79"]);
+
+        // A weakness outside the KB is stood in for by its in-scope
+        // neighbours, as the hierarchy walk does.
+        let kb = kb_answering("RISK: yes\nCAUSES: log forging (CWE-117).");
+        let a = augment(&kb, &facets(TASK), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-20", "CWE-79"]);
+        assert_eq!(a.cwes[0].via.as_deref(), Some("CWE-117"));
+
+        // "RISK: no" keeps the request as it is, whatever the facets say.
+        let kb = kb_answering("RISK: no\nCAUSES: none (not CWE-89).");
+        let out = augment(&kb, &facets(TASK), &p).unwrap();
+        assert!(out.augmentation.is_none());
+        assert_eq!(ids(&out.candidates)[0], "CWE-89", "still ranked for eval");
+
+        // No verdict: the facets decide whether, the names still come first.
+        let kb = kb_answering("CAUSES: CWE-89.");
+        let a = augment(&kb, &facets(TASK), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-79"]);
+
+        // A "yes" whose names are all outside the language and scope falls
+        // back to the facets' own trigger.
+        let kb = FakeKb {
+            neighbours: vec![],
+            ..kb_answering("RISK: yes\nCAUSES: CWE-416.")
+        };
+        let a = augment(&kb, &facets(TASK), &p)
+            .unwrap()
+            .augmentation
+            .unwrap();
+        assert_eq!(ids(&a.cwes), ["CWE-79"]);
+        let kb = FakeKb {
+            lexical: vec![],
+            neighbours: vec![],
+            ..kb_answering("RISK: yes\nCAUSES: CWE-416.")
+        };
+        assert!(
+            augment(&kb, &facets(TASK), &p)
+                .unwrap()
+                .augmentation
+                .is_none()
+        );
     }
 
     #[test]
@@ -2323,6 +2592,7 @@ mod tests {
             semantic: None,
             scenario: None,
             classifier: None,
+            named: None,
             via: None,
         };
         let rows = example_rows(

@@ -98,6 +98,9 @@ pub trait Completer: Send + Sync {
     ) -> std::result::Result<String, CompletionError>;
     /// The longest a call may take (the plugin's deadline is extended by it).
     fn timeout(&self) -> Duration;
+    /// Full mode was asked for but every full-mode slot was taken, so the
+    /// request was retrieved in fast mode without calling.
+    fn no_free_slot(&self) {}
 }
 
 /// Completions one plugin run may ask for.
@@ -125,6 +128,9 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// Plugin runs in flight at once (pooling-allocator slots).
     pub max_instances: u32,
+    /// Full-mode runs in flight at once, in slots of their own: such a run
+    /// holds its instance while it waits for the upstream.
+    pub full_mode_slots: u32,
 }
 
 /// Where the plugin comes from and where its compiled form is cached.
@@ -322,7 +328,10 @@ pub struct PluginRuntime {
     pre: bindings::RescuePluginPre<HostState>,
     kb: Arc<KbReader>,
     limits: PluginLimits,
+    /// Fast-mode runs (and full-mode runs' CPU-bound kin): `max_instances`.
     slots: Arc<Semaphore>,
+    /// Full-mode runs, which wait on the network: `full_mode_slots`.
+    full_mode_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -347,7 +356,7 @@ impl PluginRuntime {
     /// WIT world this host implements.
     pub fn new(source: &PluginSource, kb: Arc<KbReader>, limits: PluginLimits) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
-        let slots = limits.max_instances.max(1);
+        let slots = limits.max_instances.max(1) + limits.full_mode_slots;
         pool.total_component_instances(slots)
             .total_core_instances(slots * 8)
             .total_memories(slots * 2)
@@ -407,8 +416,9 @@ impl PluginRuntime {
             engine,
             pre,
             kb,
+            slots: Arc::new(Semaphore::new(limits.max_instances.max(1) as usize)),
+            full_mode_slots: Arc::new(Semaphore::new(limits.full_mode_slots as usize)),
             limits,
-            slots: Arc::new(Semaphore::new(slots as usize)),
         })
     }
 
@@ -507,10 +517,13 @@ impl PluginRuntime {
         }
     }
 
-    /// One plugin run from async code: waits (within the timeout) for a free
-    /// slot, then runs a fast-mode call right here, on the runtime worker
-    /// that polls the request; full mode, which waits on the network, runs
-    /// on the blocking pool.
+    /// One plugin run from async code. A fast-mode run waits (within the
+    /// timeout) for a free slot, then runs right here, on the runtime worker
+    /// that polls the request. A full-mode run, which waits on the network,
+    /// takes a full-mode slot if one is free and runs on the blocking pool;
+    /// if none is, the request is retrieved in fast mode (and the completer
+    /// told so): full mode may slow a request down, never queue it or the
+    /// fast-mode runs behind the upstream.
     ///
     /// Running in place holds the worker for the few hundred microseconds of
     /// a retrieval. The server sizes its runtime at cores + plugin slots
@@ -522,10 +535,30 @@ impl PluginRuntime {
     pub async fn augment(
         self: &Arc<Self>,
         facets: RequestFacets,
-        params: RetrievalParams,
+        mut params: RetrievalParams,
         completer: Option<Arc<dyn Completer>>,
     ) -> Result<Retrieval> {
-        let permit =
+        if let Some(completer) = completer.filter(|_| params.mode == Mode::Full) {
+            match Arc::clone(&self.full_mode_slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let this = Arc::clone(self);
+                    return tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        this.retrieve_blocking(&facets, &params, Some(completer))
+                    })
+                    .await
+                    .map_err(|e| Error::PluginRun {
+                        kind: PluginFailure::Trap,
+                        message: format!("plugin task panicked: {e}"),
+                    })?;
+                }
+                Err(_) => {
+                    completer.no_free_slot();
+                    params.mode = Mode::Fast;
+                }
+            }
+        }
+        let _permit =
             tokio::time::timeout(self.limits.timeout, Arc::clone(&self.slots).acquire_owned())
                 .await
                 .map_err(|_| Error::PluginRun {
@@ -533,20 +566,7 @@ impl PluginRuntime {
                     message: "no plugin slot became free within the timeout".into(),
                 })?
                 .expect("plugin semaphore is never closed");
-        if completer.is_none() {
-            let _permit = permit;
-            return self.retrieve_blocking(&facets, &params, None);
-        }
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.retrieve_blocking(&facets, &params, completer)
-        })
-        .await
-        .map_err(|e| Error::PluginRun {
-            kind: PluginFailure::Trap,
-            message: format!("plugin task panicked: {e}"),
-        })?
+        self.retrieve_blocking(&facets, &params, None)
     }
 }
 
@@ -598,6 +618,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             memory_bytes: 64 << 20,
             max_instances: 4,
+            full_mode_slots: 2,
         }
     }
 
@@ -789,7 +810,7 @@ mod tests {
   (export $params-e "retrieval-params" (type $params))
   (type $fs (record (field "score" float64) (field "rank" u32)))
   (export $fs-e "facet-score" (type $fs))
-  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "scenario" (option $fs-e)) (field "classifier" (option $fs-e)) (field "via" (option string))))
+  (type $hit (record (field "id" string) (field "name" string) (field "score" float64) (field "lexical" (option $fs-e)) (field "semantic" (option $fs-e)) (field "scenario" (option $fs-e)) (field "classifier" (option $fs-e)) (field "named" (option $fs-e)) (field "via" (option string))))
   (export $hit-e "cwe-hit" (type $hit))
   (type $aug (record (field "text" string) (field "cwes" (list $hit-e)) (field "example-id" (option string))))
   (export $aug-e "augmentation" (type $aug))

@@ -68,6 +68,14 @@ impl RateLimiter {
             false
         }
     }
+
+    /// Takes one token, sleeping until there is one.
+    pub fn acquire_blocking(&self) {
+        while !self.try_acquire() {
+            let refill = 1.0 / self.per_second.max(0.01);
+            std::thread::sleep(Duration::from_secs_f64(refill.min(1.0)));
+        }
+    }
 }
 
 /// How a full-mode call ended, for the metrics.
@@ -75,6 +83,8 @@ impl RateLimiter {
 pub enum CallOutcome {
     Ok,
     RateLimited,
+    /// Every full-mode slot was waiting on the upstream: not called.
+    Busy,
     Timeout,
     Failed,
 }
@@ -84,6 +94,7 @@ impl CallOutcome {
         match self {
             CallOutcome::Ok => "ok",
             CallOutcome::RateLimited => "rate_limited",
+            CallOutcome::Busy => "busy",
             CallOutcome::Timeout => "timeout",
             CallOutcome::Failed => "failed",
         }
@@ -258,6 +269,10 @@ impl Completer for UpstreamCompleter {
 
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    fn no_free_slot(&self) {
+        self.record(CallOutcome::Busy);
     }
 }
 
