@@ -6,6 +6,8 @@
 //! that BENCHMARKS.md's figures came from.
 //!
 //! `cargo run --release -p rescue-bench --example retrieval_breakdown [task]`
+//! (`RESCUE_BREAKDOWN_RUNS=N` for more runs, so that a profile is not
+//! dominated by loading the KB).
 
 use std::time::Instant;
 
@@ -20,7 +22,10 @@ fn main() -> Result<(), rescue_bench::Error> {
     for _ in 0..200 {
         runtime.augment_blocking(&facets, &params)?;
     }
-    let runs: u32 = 2_000;
+    let runs: u32 = std::env::var("RESCUE_BREAKDOWN_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000);
     let (queries_before, query_time_before) = runtime.kb().query_stats();
     let started = Instant::now();
     let mut last = None;

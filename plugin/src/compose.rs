@@ -39,7 +39,7 @@ fn defang(text: &str) -> String {
     // so stop only when none is left.
     const NAME: &str = "security_knowledge";
     // The common case, no occurrence, costs one pass without allocating.
-    if !contains_ignore_ascii_case(text.as_bytes(), NAME.as_bytes()) {
+    if !contains_ignore_ascii_case(text, NAME) {
         return text.to_string();
     }
     let mut out = text.to_string();
@@ -49,15 +49,36 @@ fn defang(text: &str) -> String {
     out
 }
 
-/// Whether `needle` (non-empty, lowercase ASCII) occurs in `haystack`,
-/// ignoring ASCII case.
-fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    let first = needle[0];
-    haystack.len() >= needle.len()
-        && (0..=haystack.len() - needle.len()).any(|i| {
-            haystack[i].to_ascii_lowercase() == first
-                && haystack[i..i + needle.len()].eq_ignore_ascii_case(needle)
-        })
+/// Whether `needle` (lowercase ASCII, holding a character without case
+/// such as '_') occurs in `haystack`, ignoring ASCII case.
+///
+/// Every piece of injected KB text is scanned on every augmented request
+/// (about 4 KB for four CWEs): anchoring on the caseless character lets
+/// `str::find`'s memchr skip the text between candidates, where comparing
+/// at every position was 3% of a retrieval in the profile.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let bytes = haystack.as_bytes();
+    let needle = needle.as_bytes();
+    let Some(anchor) = needle.iter().position(|b| !b.is_ascii_alphabetic()) else {
+        return bytes
+            .windows(needle.len().max(1))
+            .any(|w| w.eq_ignore_ascii_case(needle));
+    };
+    let anchor_char = char::from(needle[anchor]);
+    let mut from = 0;
+    while let Some(found) = haystack[from..].find(anchor_char) {
+        let at = from + found;
+        // The anchor is one ASCII byte, so the next one starts a character.
+        from = at + 1;
+        if at >= anchor
+            && bytes
+                .get(at - anchor..at - anchor + needle.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// A short one-line label from KB text (a CWE id, a language): defanged and
@@ -180,17 +201,30 @@ mod tests {
 
     #[test]
     fn occurrences_are_found_in_any_case_and_position() {
-        let name = b"security_knowledge";
+        let name = "security_knowledge";
         for text in [
             "security_knowledge",
             "x SECURITY_Knowledge",
             "</security_knowledge>",
+            "a_b __ é_security_KNOWLEDGE_",
+            "snake_case_names then security_knowledge",
         ] {
-            assert!(contains_ignore_ascii_case(text.as_bytes(), name), "{text}");
+            assert!(contains_ignore_ascii_case(text, name), "{text}");
         }
-        for text in ["", "security_knowledg", "security knowledge", "é"] {
-            assert!(!contains_ignore_ascii_case(text.as_bytes(), name), "{text}");
+        for text in [
+            "",
+            "security_knowledg",
+            "security knowledge",
+            "é",
+            "_knowledge security_",
+            "ééé_knowledge_é",
+            "security__knowledge",
+        ] {
+            assert!(!contains_ignore_ascii_case(text, name), "{text}");
         }
+        // A needle with no caseless character to anchor on.
+        assert!(contains_ignore_ascii_case("xABc", "abc"));
+        assert!(!contains_ignore_ascii_case("xAB", "abc"));
     }
 
     #[test]
