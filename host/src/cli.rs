@@ -1,4 +1,4 @@
-//! The `rescue` command line: `serve`, `kb build`, `kb verify`, `retrieve`.
+//! The `rescue` command line: `serve`, `kb build/stats/verify`, `retrieve`, `eval`, `hash-key`.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

@@ -38,9 +38,14 @@
 //! three rankings (shared APIs and task words, semantic similarity of the
 //! example's task and cause, the rank of its CWE) picks the one example.
 //!
-//! Full mode first asks the upstream model (host `llm` import) for the
-//! vulnerability causes of the task and a zero-shot draft: the cause text joins
-//! the semantic query, the draft's API calls join the lexical one.
+//! Full mode first asks the upstream model (host `llm` import) whether the
+//! task carries a weakness that matters, which weaknesses (CWE ids, most
+//! relevant first) and why, and for a zero-shot draft. The verdict decides
+//! whether to augment; the CWEs it names rank first, in its order (one the
+//! KB lacks stood in for by an in-scope parent or child); the cause text
+//! joins the semantic query and the draft's API calls the lexical one, as in
+//! the paper (EVAL.md, "Full mode": measured, the paper's use alone did
+//! worse than fast mode).
 
 use crate::bindings::rescue::plugin::kb::SqlValue;
 use crate::compose::{self, Knowledge, SecureExample};
