@@ -420,6 +420,11 @@ pub struct FullModeConfig {
     /// fast-mode runs never queue behind them; past this many, requests
     /// are retrieved in fast mode.
     pub max_in_flight: u32,
+    /// Recent answers kept, per credentials, model and question (0: none):
+    /// an agent loop resends the same task with every tool-call step.
+    pub cache_entries: usize,
+    /// How long a kept answer is served.
+    pub cache_ttl_secs: u64,
 }
 
 impl Default for FullModeConfig {
@@ -430,6 +435,8 @@ impl Default for FullModeConfig {
             max_calls_per_second: 5.0,
             burst: 10,
             max_in_flight: 16,
+            cache_entries: 1_024,
+            cache_ttl_secs: 600,
         }
     }
 }
@@ -597,10 +604,11 @@ impl Config {
             || !(r.full.max_calls_per_second.is_finite() && r.full.max_calls_per_second > 0.0)
             || r.full.burst == 0
             || r.full.max_in_flight == 0
+            || (r.full.cache_entries > 0 && r.full.cache_ttl_secs == 0)
         {
             return bad(
                 "retrieval.full: timeout_ms, max_calls_per_second, burst and max_in_flight \
-                 must be positive"
+                 must be positive, and cache_ttl_secs too when cache_entries is"
                     .into(),
             );
         }

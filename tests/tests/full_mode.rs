@@ -97,7 +97,8 @@ async fn full_mode_is_per_policy_rule_and_rate_limited() {
     let upstream = MockUpstream::json(insight_answer()).await;
     let proxy = Proxy::start(
         &upstream.base_url(),
-        "[retrieval.full]\nmax_calls_per_second = 0.001\nburst = 1\n\n\
+        // The cache is off: the third request repeats the second's task.
+        "[retrieval.full]\nmax_calls_per_second = 0.001\nburst = 1\ncache_entries = 0\n\n\
          [server]\nteam_header = \"x-team\"\n\n\
          [[policies]]\nname = \"payments\"\nteams = [\"payments\"]\nmode = \"full\"\n",
     );
@@ -133,6 +134,51 @@ async fn full_mode_is_per_policy_rule_and_rate_limited() {
         )
         .await,
         1
+    );
+}
+
+#[tokio::test]
+async fn an_agent_loop_asks_the_model_once_per_task_and_key() {
+    let upstream = MockUpstream::json(insight_answer()).await;
+    let proxy = Proxy::start(&upstream.base_url(), "[retrieval]\nmode = \"full\"\n");
+    // Two steps of an agent loop: the last user turn (the task) repeats.
+    let step = |tool_result: &str| {
+        json!({"model": "gpt-test", "messages": [
+            {"role": "user", "content": VAGUE_TASK},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "read_file", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": tool_result}
+        ]})
+        .to_string()
+    };
+    for result in ["first", "second"] {
+        let answer = call(proxy.addr, post("/v1/chat/completions", step(result))).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-rescue-augmented"), Some("true"));
+    }
+    let asked = |received: &[rescue_tests::Recorded]| {
+        received
+            .iter()
+            .filter(|r| r.json()["max_tokens"] == 700)
+            .count()
+    };
+    assert_eq!(upstream.received().len(), 3, "one model call, two forwards");
+    assert_eq!(
+        metric(&proxy, "rescue_full_mode_calls_total{outcome=\"cached\"}").await,
+        1
+    );
+
+    // Another key asks again: no tenant is served another's answer.
+    let mut request = post("/v1/chat/completions", step("third"));
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer sk-test-OTHER".parse().unwrap());
+    let answer = call(proxy.addr, request).await;
+    assert_eq!(answer.header("x-rescue-augmented"), Some("true"));
+    assert_eq!(asked(&upstream.received()), 2);
+    assert_eq!(
+        metric(&proxy, "rescue_full_mode_calls_total{outcome=\"ok\"}").await,
+        2
     );
 }
 

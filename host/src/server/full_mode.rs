@@ -7,8 +7,11 @@
 //! sandbox. A process-wide token bucket bounds the rate of these calls and a
 //! timeout bounds each one; when either says no, the plugin carries on in
 //! fast mode, so full mode can slow a request down by at most the timeout and
-//! can never fail it.
+//! can never fail it. Recent answers are kept (per credentials, model and
+//! question): an agent loop resends the same last user turn with every
+//! tool-call step, and should not pay the model for the same answer each time.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
+use sha2::{Digest, Sha256};
 
 use crate::config::{FullModeConfig, UpstreamApi};
 use crate::runtime::{Completer, CompletionError};
@@ -78,6 +82,72 @@ impl RateLimiter {
     }
 }
 
+/// Recent full-mode answers by what was asked (credentials, upstream, model,
+/// question): at most `capacity`, the oldest evicted first, each served
+/// for `ttl`.
+#[derive(Debug)]
+pub struct AnswerCache {
+    capacity: usize,
+    ttl: Duration,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    answers: HashMap<[u8; 32], (Instant, Arc<str>)>,
+    /// Keys in insertion order, for eviction.
+    order: VecDeque<[u8; 32]>,
+}
+
+impl AnswerCache {
+    /// A cache of `capacity` answers (0: off).
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            capacity,
+            ttl,
+            state: Mutex::new(CacheState::default()),
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<str>> {
+        let state = self.state.lock().expect("answer cache lock");
+        state
+            .answers
+            .get(key)
+            .filter(|(stored, _)| stored.elapsed() < self.ttl)
+            .map(|(_, answer)| Arc::clone(answer))
+    }
+
+    fn insert(&self, key: [u8; 32], answer: &str) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut state = self.state.lock().expect("answer cache lock");
+        let state = &mut *state;
+        if state
+            .answers
+            .insert(key, (Instant::now(), Arc::from(answer)))
+            .is_none()
+        {
+            state.order.push_back(key);
+        }
+        while state.order.len() > self.capacity {
+            if let Some(oldest) = state.order.pop_front() {
+                state.answers.remove(&oldest);
+            }
+        }
+    }
+
+    /// Answers held (fresh or not yet evicted).
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("answer cache lock").answers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// How a full-mode call ended, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
@@ -85,6 +155,8 @@ pub enum CallOutcome {
     RateLimited,
     /// Every full-mode slot was waiting on the upstream: not called.
     Busy,
+    /// Answered from the cache of recent answers: not called.
+    Cached,
     Timeout,
     Failed,
 }
@@ -95,6 +167,7 @@ impl CallOutcome {
             CallOutcome::Ok => "ok",
             CallOutcome::RateLimited => "rate_limited",
             CallOutcome::Busy => "busy",
+            CallOutcome::Cached => "cached",
             CallOutcome::Timeout => "timeout",
             CallOutcome::Failed => "failed",
         }
@@ -108,6 +181,7 @@ pub struct UpstreamCompleter {
     credentials: HeaderMap,
     timeout: Duration,
     limiter: Arc<RateLimiter>,
+    cache: Option<Arc<AnswerCache>>,
     runtime: tokio::runtime::Handle,
     outcome: Mutex<Option<CallOutcome>>,
 }
@@ -137,9 +211,35 @@ impl UpstreamCompleter {
             credentials,
             timeout: Duration::from_millis(config.timeout_ms),
             limiter,
+            cache: None,
             runtime: tokio::runtime::Handle::current(),
             outcome: Mutex::new(None),
         }
+    }
+
+    /// Answers from `cache` when it holds this very question from these
+    /// credentials, and keeps new answers there.
+    pub fn with_cache(mut self, cache: Arc<AnswerCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// What identifies an answer: who asks (the credential headers, so no
+    /// tenant is served another's answer), where, which model, and what.
+    fn cache_key(&self, prompt: &str, max_tokens: u32) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for (name, value) in &self.credentials {
+            hash.update(name.as_str().as_bytes());
+            hash.update([0]);
+            hash.update(value.as_bytes());
+            hash.update([0]);
+        }
+        for part in [self.upstream.base_url(), &self.model, prompt] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.update(max_tokens.to_le_bytes());
+        hash.finalize().into()
     }
 
     /// How the call went, if the plugin made one.
@@ -238,6 +338,16 @@ fn answer_text(api: UpstreamApi, body: &[u8]) -> Option<String> {
 
 impl Completer for UpstreamCompleter {
     fn complete(&self, prompt: &str, max_tokens: u32) -> Result<String, CompletionError> {
+        let key = self
+            .cache
+            .as_ref()
+            .map(|_| self.cache_key(prompt, max_tokens));
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(answer) = cache.get(key)
+        {
+            self.record(CallOutcome::Cached);
+            return Ok(answer.to_string());
+        }
         if !self.limiter.try_acquire() {
             self.record(CallOutcome::RateLimited);
             return Err(CompletionError::RateLimited);
@@ -258,6 +368,9 @@ impl Completer for UpstreamCompleter {
             Ok(inner) => inner,
             Err(_) => Err(CompletionError::Timeout),
         };
+        if let (Some(cache), Some(key), Ok(answer)) = (&self.cache, key, &result) {
+            cache.insert(key, answer);
+        }
         self.record(match &result {
             Ok(_) => CallOutcome::Ok,
             Err(CompletionError::Timeout) => CallOutcome::Timeout,
@@ -279,6 +392,27 @@ impl Completer for UpstreamCompleter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_cache_evicts_the_oldest_and_expires() {
+        let key = |n: u8| [n; 32];
+        let cache = AnswerCache::new(2, Duration::from_secs(60));
+        cache.insert(key(1), "one");
+        cache.insert(key(2), "two");
+        cache.insert(key(1), "one again");
+        assert_eq!(cache.get(&key(1)).as_deref(), Some("one again"));
+        cache.insert(key(3), "three");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&key(1)), None, "the oldest key goes first");
+        assert_eq!(cache.get(&key(3)).as_deref(), Some("three"));
+
+        let expired = AnswerCache::new(2, Duration::ZERO);
+        expired.insert(key(1), "one");
+        assert_eq!(expired.get(&key(1)), None);
+        let off = AnswerCache::new(0, Duration::from_secs(60));
+        off.insert(key(1), "one");
+        assert!(off.is_empty());
+    }
 
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {

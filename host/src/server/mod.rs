@@ -56,6 +56,8 @@ pub struct AppState {
     slots: Arc<Semaphore>,
     /// Full mode's calls to upstreams, across all requests.
     full_mode_limiter: Arc<full_mode::RateLimiter>,
+    /// Full mode's recent answers, across all requests.
+    full_mode_answers: Arc<full_mode::AnswerCache>,
 }
 
 impl AppState {
@@ -69,8 +71,13 @@ impl AppState {
             full.max_calls_per_second,
             full.burst,
         ));
+        let full_mode_answers = Arc::new(full_mode::AnswerCache::new(
+            full.cache_entries,
+            std::time::Duration::from_secs(full.cache_ttl_secs),
+        ));
         Self {
             full_mode_limiter,
+            full_mode_answers,
             config,
             runtime: RwLock::new(runtime),
             upstreams,
@@ -507,13 +514,16 @@ async fn augmented_route(
     let runtime = state.runtime();
     for unit in &mut units {
         let completer = (decision.mode == RetrievalMode::Full).then(|| {
-            Arc::new(full_mode::UpstreamCompleter::new(
-                upstream,
-                model,
-                &parts.headers,
-                &state.config.retrieval.full,
-                Arc::clone(&state.full_mode_limiter),
-            ))
+            Arc::new(
+                full_mode::UpstreamCompleter::new(
+                    upstream,
+                    model,
+                    &parts.headers,
+                    &state.config.retrieval.full,
+                    Arc::clone(&state.full_mode_limiter),
+                )
+                .with_cache(Arc::clone(&state.full_mode_answers)),
+            )
         });
         let plugin_started = Instant::now();
         let result = runtime
