@@ -482,6 +482,23 @@ pub struct PolicyRule {
 }
 
 impl Config {
+    /// Plugin slots reserved for full-mode runs: `retrieval.full.max_in_flight`
+    /// when the default mode or any policy rule is full, else none. Each
+    /// slot reserves address space for its instance's memories (about 8 GiB
+    /// of it, none of it resident), so a fast-only proxy reserves none.
+    pub fn full_mode_slots(&self) -> u32 {
+        let full = self.retrieval.mode == RetrievalMode::Full
+            || self
+                .policies
+                .iter()
+                .any(|rule| rule.mode == Some(RetrievalMode::Full));
+        if full {
+            self.retrieval.full.max_in_flight
+        } else {
+            0
+        }
+    }
+
     /// The async runtime's worker threads: as configured, or one per core plus
     /// one per plugin slot.
     pub fn worker_threads(&self) -> usize {
@@ -638,6 +655,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_mode_slots_are_reserved_only_when_full_mode_can_run() {
+        let slots = |text: &str| {
+            Config::from_toml(text, Path::new("x.toml"))
+                .unwrap()
+                .full_mode_slots()
+        };
+        assert_eq!(slots(""), 0);
+        assert_eq!(slots("[retrieval]\nmode = \"full\"\n"), 16);
+        assert_eq!(
+            slots(
+                "[retrieval.full]\nmax_in_flight = 3\n\n\
+                 [[policies]]\nname = \"p\"\nmodels = [\"gpt-*\"]\nmode = \"full\"\n"
+            ),
+            3
+        );
+        assert_eq!(
+            slots("[[policies]]\nname = \"p\"\nmodels = [\"gpt-*\"]\nmode = \"fast\"\n"),
+            0
+        );
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -58,7 +58,7 @@ pub fn load_runtime(config: &Config) -> Result<Arc<PluginRuntime>> {
         timeout: Duration::from_millis(config.plugin.timeout_ms),
         memory_bytes: config.plugin.memory_limit_bytes,
         max_instances: config.plugin.max_instances,
-        full_mode_slots: config.retrieval.full.max_in_flight,
+        full_mode_slots: config.full_mode_slots(),
     };
     let runtime = PluginRuntime::new(&source, Arc::new(reader), limits)?;
     let probe = crate::facets::extract(PROBE_TASK, &[]);
