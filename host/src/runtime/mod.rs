@@ -328,7 +328,8 @@ pub struct PluginRuntime {
     pre: bindings::RescuePluginPre<HostState>,
     kb: Arc<KbReader>,
     limits: PluginLimits,
-    /// Fast-mode runs (and full-mode runs' CPU-bound kin): `max_instances`.
+    /// Fast-mode runs, including full-mode requests that found every
+    /// full-mode slot taken: `max_instances`.
     slots: Arc<Semaphore>,
     /// Full-mode runs, which wait on the network: `full_mode_slots`.
     full_mode_slots: Arc<Semaphore>,
