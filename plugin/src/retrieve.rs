@@ -1132,14 +1132,15 @@ fn semantic_rows_walking(
 }
 
 /// Ranks `rows` (best first) into the candidates, up to the rank cut.
-/// The in-scope direct parents and children of `id` for the request's
-/// language and the policy's scope (a `scope_list`).
-fn in_scope_neighbours(
+/// Who stands in for `id`, a weakness the KB holds no knowledge for: its
+/// in-scope direct parents and children for the request's language and the
+/// policy's scope (a `scope_list`), each marked as standing in for it.
+fn stand_ins(
     caps: &dyn Capabilities,
     id: i64,
     language: &str,
     scope: &str,
-) -> Result<Vec<i64>, PluginError> {
+) -> Result<Vec<(i64, Option<String>)>, PluginError> {
     caps.query(
         NEIGHBOURS_SQL,
         &[
@@ -1151,7 +1152,7 @@ fn in_scope_neighbours(
     .map_err(PluginError::Kb)?
     .iter()
     .map(|row| match row.as_slice() {
-        [SqlValue::Integer(n)] => Ok(*n),
+        [SqlValue::Integer(n)] => Ok((*n, Some(format!("CWE-{id}")))),
         _ => Err(PluginError::Schema(format!(
             "unexpected neighbour row {row:?}"
         ))),
@@ -1179,10 +1180,7 @@ fn named_facet(
             if view.cwes.binary_search(&id).is_ok() && in_policy(params, id) {
                 vec![(id, None)]
             } else {
-                in_scope_neighbours(caps, id, language, scope)?
-                    .into_iter()
-                    .map(|n| (n, Some(format!("CWE-{id}"))))
-                    .collect()
+                stand_ins(caps, id, language, scope)?
             };
         for (cwe, via) in standing_in {
             if candidates.iter().any(|c| c.id == cwe && c.named.is_some()) {
@@ -1226,10 +1224,7 @@ fn semantic_facet(
         let standing_in: Vec<(i64, Option<String>)> = if in_scope && in_policy(params, id) {
             vec![(id, None)]
         } else if !in_scope && params.hierarchy_walk && similarity > params.semantic_threshold {
-            in_scope_neighbours(caps, id, language, scope)?
-                .into_iter()
-                .map(|n| (n, Some(format!("CWE-{id}"))))
-                .collect()
+            stand_ins(caps, id, language, scope)?
         } else {
             Vec::new()
         };
@@ -2513,10 +2508,7 @@ mod tests {
         // A weakness outside the KB is stood in for by its in-scope
         // neighbours, as the hierarchy walk does.
         let kb = kb_answering("RISK: yes\nCAUSES: log forging (CWE-117).");
-        let a = augment(&kb, &facets(TASK), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &p);
         assert_eq!(ids(&a.cwes), ["CWE-20", "CWE-79"]);
         assert_eq!(a.cwes[0].via.as_deref(), Some("CWE-117"));
 
@@ -2528,10 +2520,7 @@ mod tests {
 
         // No verdict: the facets decide whether, the names still come first.
         let kb = kb_answering("CAUSES: CWE-89.");
-        let a = augment(&kb, &facets(TASK), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &p);
         assert_eq!(ids(&a.cwes), ["CWE-89", "CWE-79"]);
 
         // A "yes" whose names are all outside the language and scope falls
@@ -2540,10 +2529,7 @@ mod tests {
             neighbours: vec![],
             ..kb_answering("RISK: yes\nCAUSES: CWE-416.")
         };
-        let a = augment(&kb, &facets(TASK), &p)
-            .unwrap()
-            .augmentation
-            .unwrap();
+        let a = augmented(&kb, &facets(TASK), &p);
         assert_eq!(ids(&a.cwes), ["CWE-79"]);
         let kb = FakeKb {
             lexical: vec![],
