@@ -338,11 +338,11 @@ fn answer_text(api: UpstreamApi, body: &[u8]) -> Option<String> {
 
 impl Completer for UpstreamCompleter {
     fn complete(&self, prompt: &str, max_tokens: u32) -> Result<String, CompletionError> {
-        let key = self
+        let cached = self
             .cache
             .as_ref()
-            .map(|_| self.cache_key(prompt, max_tokens));
-        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            .map(|cache| (cache, self.cache_key(prompt, max_tokens)));
+        if let Some((cache, key)) = &cached
             && let Some(answer) = cache.get(key)
         {
             self.record(CallOutcome::Cached);
@@ -368,7 +368,7 @@ impl Completer for UpstreamCompleter {
             Ok(inner) => inner,
             Err(_) => Err(CompletionError::Timeout),
         };
-        if let (Some(cache), Some(key), Ok(answer)) = (&self.cache, key, &result) {
+        if let (Some((cache, key)), Ok(answer)) = (cached, &result) {
             cache.insert(key, answer);
         }
         self.record(match &result {
