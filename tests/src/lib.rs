@@ -47,6 +47,27 @@ pub fn rescue_bin() -> PathBuf {
     bin
 }
 
+/// Runs the `rescue` binary with `args` on the shipped KB in `dir`, outside
+/// any `RESCUE_CONFIG` of the environment, and fails the test unless it
+/// succeeds.
+pub fn run_rescue(args: &[&str], dir: &Path) -> std::process::Output {
+    let output = Command::new(rescue_bin())
+        .args(args)
+        .arg("--kb")
+        .arg(repo_root().join("kb.sqlite"))
+        .current_dir(dir)
+        .env_remove("RESCUE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// One request as the mock upstream received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {

@@ -1,32 +1,12 @@
 //! `rescue eval` and `rescue retrieve` through the real binary on the shipped
 //! knowledge base: the metrics users read, and the fusion they configure.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use rescue_tests::{repo_root, rescue_bin};
+use rescue_tests::run_rescue;
 
 const SQL_TASK: &str = "Write a Python function that looks up a customer row by the name \
      the caller passes in, building the SQL query string from that name";
 const ORDINARY_TASK: &str =
     "def add(a: int, b: int) -> int:\n    \"\"\"Return the sum of a and b.\"\"\"\n";
-
-fn rescue(args: &[&str], dir: &Path) -> Output {
-    let output = Command::new(rescue_bin())
-        .args(args)
-        .arg("--kb")
-        .arg(repo_root().join("kb.sqlite"))
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 #[test]
 fn eval_prints_the_table_and_writes_the_metrics() {
@@ -38,7 +18,7 @@ fn eval_prints_the_table_and_writes_the_metrics() {
     let lines: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
     std::fs::write(dir.path().join("mixed.jsonl"), lines.join("\n")).unwrap();
 
-    let output = rescue(
+    let output = run_rescue(
         &["eval", "mixed.jsonl", "--json", "metrics.json"],
         dir.path(),
     );
@@ -70,7 +50,7 @@ fn retrieve_follows_the_configured_fusion() {
     let dir = tempfile::tempdir().unwrap();
     let first_cwe = |config: &str| {
         std::fs::write(dir.path().join("rescue.toml"), config).unwrap();
-        let output = rescue(&["retrieve", "-c", "rescue.toml", SQL_TASK], dir.path());
+        let output = run_rescue(&["retrieve", "-c", "rescue.toml", SQL_TASK], dir.path());
         let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(line["augmented"], true, "{line}");
         line["cwes"][0].clone()

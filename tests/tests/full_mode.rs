@@ -341,17 +341,9 @@ async fn rescue_retrieve_runs_full_mode_through_the_same_plugin_path() {
 /// configuration `config` (written to rescue.toml).
 fn eval(dir: &std::path::Path, config: &str, args: &[&str]) -> std::process::Output {
     std::fs::write(dir.join("rescue.toml"), config).unwrap();
-    let output = std::process::Command::new(rescue_tests::rescue_bin())
-        .args(["eval", "-c", "rescue.toml", "tasks.jsonl"])
-        .args(args)
-        .arg("--kb")
-        .arg(rescue_tests::repo_root().join("kb.sqlite"))
-        .current_dir(dir)
-        .env_remove("RESCUE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    output
+    let mut all = vec!["eval", "-c", "rescue.toml", "tasks.jsonl"];
+    all.extend_from_slice(args);
+    rescue_tests::run_rescue(&all, dir)
 }
 
 /// The vague task in words that name no language.
